@@ -1,0 +1,97 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True`` (never runs pickled code)."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+FORMAT = "detcore-checkpoint"
+
+
+def save_checkpoint(state: dict, path: Path) -> Path:
+    """Write ``state`` to ``path`` through a temporary file, fsync and rename.
+
+    A process killed mid-write leaves the previous file intact; a full disk raises
+    before the rename, so the previous checkpoint is never replaced by a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint safely; every failure is a one-line :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} was refused: it needs arbitrary code to load "
+                        f"(weights_only=True: {first}); re-save it as a plain state_dict") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
+    """The model weights inside a detcore, timm/effdet or plain state-dict checkpoint."""
+    if ckpt.get("format") == FORMAT:
+        if prefer_ema and ckpt.get("ema"):
+            return ckpt["ema"]
+        return ckpt["model"]
+    for key in (("state_dict_ema", "state_dict") if prefer_ema else ("state_dict",)):
+        if isinstance(ckpt.get(key), dict):
+            return ckpt[key]
+    if isinstance(ckpt.get("model"), dict):
+        return ckpt["model"]
+    return ckpt
+
+
+def load_model_weights(model: torch.nn.Module, ckpt: dict, source: str, *,
+                       finetune: bool, expected_model: str | None = None) -> list[str]:
+    """Load weights into ``model``; return the keys re-initialised (finetune only).
+
+    Without ``finetune`` any shape mismatch (e.g. another class count) is an error
+    that says to use ``--task finetune``; a checkpoint of another model is named.
+    """
+    if expected_model and ckpt.get("format") == FORMAT and ckpt.get("model_name") != expected_model:
+        raise UserError(f"{source} is a checkpoint of model {ckpt.get('model_name')!r}, "
+                        f"not {expected_model!r}; pass weights of {expected_model}")
+    state = {k.removeprefix("module."): v for k, v in model_state(ckpt).items()}
+    own = model.state_dict()
+    shared = [k for k in state if k in own]
+    if not shared:
+        raise UserError(f"{source} has no weights matching this model; is it a checkpoint of "
+                        f"another model?")
+    mismatched = [k for k in shared if tuple(state[k].shape) != tuple(own[k].shape)]
+    if mismatched and not finetune:
+        raise UserError(f"{source} does not fit this model ({len(mismatched)} tensors differ in "
+                        f"shape, e.g. {mismatched[0]}: probably another class count); use --task "
+                        f"finetune to re-initialise the class layers")
+    if len(shared) < 0.5 * len(own):
+        raise UserError(f"{source} matches only {len(shared)} of {len(own)} tensors of this "
+                        f"model; is it a checkpoint of another model?")
+    load = {k: state[k] for k in shared if k not in mismatched}
+    model.load_state_dict(load, strict=False)
+    return mismatched

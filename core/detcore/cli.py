@@ -1,0 +1,172 @@
+"""The ``detcore`` command. Importing this module must not import torch."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from .errors import UserError
+from .runner import TASKS
+
+
+def _fail(exc: UserError):
+    click.echo(f"detcore: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class Group(click.Group):
+    """Turns :class:`UserError` into one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("detcore: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="detcore")
+def main():
+    """detcore: train, evaluate, export and deploy detection models through plugins."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """List installed plugins, their models, hooks and upstream pins."""
+    from dataclasses import asdict
+
+    from .plugins import Registry
+
+    registry = Registry()
+    rows = [asdict(p) for p in registry.plugins.values()]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows}, indent=2))
+        return
+    if not rows:
+        click.echo("no detcore plugins installed (pip install -e plugins/efficientdet ...)")
+        return
+    for p in rows:
+        head = f"{p['name']}  {p['distribution'] or '-'} {p['version'] or ''}".rstrip()
+        click.echo(f"{head}  [{p['status']}]" + (f"  {p['reason']}" if p["reason"] else ""))
+        click.echo(f"  entry point: {p['value']}")
+        if p["models"]:
+            click.echo(f"  models: {', '.join(p['models'])}")
+        if p["hooks"]:
+            click.echo(f"  hooks: {', '.join(p['hooks'])}")
+        for u in p["upstream"]:
+            mark = "ok" if u["ok"] else "NOT SATISFIED"
+            click.echo(f"  pin {u['requirement']}: installed {u['installed'] or 'none'} ({mark})")
+
+
+@main.command(context_settings={"show_default": True})
+@click.option("--model", required=True, help="Model name (see detcore plugins).")
+@click.option("--task", required=True, type=click.Choice(TASKS))
+@click.option("--data", type=click.Path(), help="COCO root, or omit for the synthetic set.")
+@click.option("--config", help="Named config of the model, or a .yaml/.json file.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "npu"]))
+@click.option("--work-dir", type=click.Path(), help="Default: work_dirs/MODEL/TASK.")
+@click.option("--weights", type=click.Path(), help="Checkpoint, or .onnx/.om for --task infer.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+@click.option("--resume", is_flag=True, help="Continue from WORK_DIR/checkpoints/last.pt.")
+@click.option("--patches", default="auto", type=click.Choice(["on", "off", "auto"]),
+              help="Vendored NPU patches (auto: on for npu).")
+@click.option("--amp", type=click.Choice(["off", "fp16", "bf16"]), help="Mixed precision.")
+@click.option("--loss-scale", help="'dynamic' or a number (fp16).")
+@click.option("--engine", default="onnxruntime", type=click.Choice(["onnxruntime", "ais_bench"]))
+@click.option("--batch-size", type=int, help="Batch for infer/export.")
+@click.option("--format", "fmt", default="onnx", type=click.Choice(["onnx", "om"]))
+@click.option("--nproc", type=int, default=1, help="Workers on this machine (torchrun).")
+@click.option("--nnodes", type=int, default=1)
+@click.option("--node-rank", type=int, default=0)
+@click.option("--master-addr", default="127.0.0.1")
+@click.option("--master-port", type=int, default=29500)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+def run(nproc, nnodes, node_rank, master_addr, master_port, progress, **kwargs):
+    """Run one task of one model."""
+    if nproc > 1 or nnodes > 1:
+        from .launch import launch
+
+        sys.exit(launch(sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
+    _setup_logging()
+    from .plugins import get_registry
+    from .runner import RunOptions, run as run_task
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    result = run_task(get_registry(), RunOptions(progress=progress, **kwargs))
+    if int(os.environ.get("RANK", 0)) == 0:
+        _summarise(result)
+
+
+def _summarise(result: dict) -> None:
+    metrics = ", ".join(f"{k}={v}" for k, v in result["metrics"].items()
+                        if isinstance(v, (int, float)))
+    fps = f", fps={result['fps']}" if result.get("fps") else ""
+    click.echo(f"{result['model']} {result['task']} on {result['device']}: {metrics}{fps}")
+    for name, path in result["artifacts"].items():
+        if isinstance(path, str):
+            click.echo(f"  {name}: {path}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json):
+    """Check the environment: torch, devices, CANN, compiled ops and plugin pins."""
+    from .doctor import checks
+
+    rows = checks()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            mark = {"ok": "ok ", "missing": "!! ", "info": "-- "}[row["status"]]
+            click.echo(f"{mark} {row['name']}: {row['detail']}")
+    if any(r["status"] == "missing" for r in rows):
+        sys.exit(1)
+
+
+@main.group()
+def data():
+    """Datasets."""
+
+
+@data.command()
+@click.argument("directory", type=click.Path())
+@click.option("--train", "num_train", default=256, show_default=True)
+@click.option("--val", "num_val", default=64, show_default=True)
+@click.option("--classes", "num_classes", default=3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def synth(directory, num_train, num_val, num_classes, seed):
+    """Write the synthetic COCO-layout dataset to DIRECTORY."""
+    from pathlib import Path
+
+    from .data.synthetic import SHAPES, SynthSpec, write_synthetic
+
+    if not 1 <= num_classes <= len(SHAPES):
+        raise UserError(f"--classes must be between 1 and {len(SHAPES)}")
+    if num_train < 1 or num_val < 1:
+        raise UserError("--train and --val must be at least 1")
+    target = Path(directory)
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"{target} exists and is not empty; choose a new folder")
+    write_synthetic(target, SynthSpec(num_train=num_train, num_val=num_val,
+                                      num_classes=num_classes, seed=seed))
+    click.echo(f"wrote {num_train}+{num_val} images, {num_classes} classes to {target}")
+
+
+def _setup_logging() -> None:
+    import warnings
+
+    logging.basicConfig(level=os.environ.get("DETCORE_LOG", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"detcore: warning: {msg}\n"
+
+
+if __name__ == "__main__":
+    main()

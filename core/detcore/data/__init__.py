@@ -1,0 +1,1 @@
+"""Datasets in COCO layout, and the synthetic default."""

@@ -1,0 +1,49 @@
+"""torch.distributed set-up from the environment ``torchrun`` provides."""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+BACKENDS = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl"}
+
+
+def world() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` from torchrun's variables (1 process: 0, 0, 1)."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def init(device: torch.device, timeout_s: float = 300.0) -> None:
+    """Join the process group when launched with WORLD_SIZE > 1; a lost peer times out."""
+    if world()[2] > 1 and not dist.is_initialized():
+        dist.init_process_group(BACKENDS[device.type],
+                                timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def enabled() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_gather_objects(obj) -> list:
+    if not enabled():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if enabled():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if enabled():
+        dist.destroy_process_group()

@@ -1,0 +1,108 @@
+"""ONNX export (torch.onnx), parity check with onnxruntime, and ``.om`` through CANN's ``atc``."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import MissingDependency, UserError
+
+
+class ExportWrapper(torch.nn.Module):
+    """Exposes ``Detector.export_forward`` as ``forward`` for tracing."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images):
+        return self.detector.export_forward(images)
+
+
+def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dynamic_batch: bool,
+                sample: torch.Tensor | None = None) -> dict:
+    """Trace ``model.export_forward`` to ONNX and compare onnxruntime with PyTorch."""
+    model = model.eval().cpu()
+    h, w = (int(v) for v in input_size)
+    dummy = sample if sample is not None else torch.rand(batch_size, 3, h, w)
+    names = list(model.export_output_names)
+    axes = {n: {0: "batch"} for n in ["input", *names]} if dynamic_batch else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".onnx.partial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(ExportWrapper(model).eval(), (dummy,), str(tmp), input_names=["input"],
+                              output_names=names, opset_version=opset, dynamic_axes=axes,
+                              dynamo=False, do_constant_folding=True)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "opset" in first.lower():
+                raise UserError(f"ONNX export failed with opset {opset}: {first}; try "
+                                f"--set export.opset=17") from None
+            raise
+    tmp.replace(path)
+    parity = check_parity(model, path, dummy)
+    return {"onnx": str(path), "inputs": {"input": [None if dynamic_batch else batch_size, 3, h, w]},
+            "outputs": names, **parity}
+
+
+def check_parity(model, path: Path, images: torch.Tensor) -> dict:
+    """Run both on ``images``; report the largest abs difference per output."""
+    import onnxruntime as ort
+
+    model.eval()
+    with torch.inference_mode():
+        ref = model.export_forward(images)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": images.numpy()})
+    diffs = {}
+    for name, r, g in zip(model.export_output_names, ref, got):
+        r = r.detach().float().numpy()
+        if r.shape != g.shape:
+            raise UserError(f"exported output {name} has shape {g.shape}, PyTorch gives {r.shape}")
+        diffs[name] = float(np.abs(r - g.astype(np.float32)).max()) if r.size else 0.0
+    return {"parity_max_abs_diff": diffs}
+
+
+def soc_version() -> str | None:
+    """The Ascend chip name from ``npu-smi info`` (e.g. ``Ascend310P3``), if there is one."""
+    smi = shutil.which("npu-smi")
+    if not smi:
+        return None
+    out = subprocess.run([smi, "info"], capture_output=True, text=True).stdout
+    match = re.search(r"\|\s*\d+\s+(\d{3}[A-Z]?\w*)\s+\|", out)
+    return f"Ascend{match.group(1)}" if match else None
+
+
+def atc_command(onnx: Path, output: Path, input_size, batch_size: int, out_nodes, soc: str) -> list[str]:
+    """The reference's conversion: ``atc --framework=5 ... --out_node="labels;dets"``."""
+    h, w = input_size
+    return ["atc", "--framework=5", f"--model={onnx}", f"--output={output}",
+            "--input_format=NCHW", f"--input_shape=input:{batch_size},3,{h},{w}", "--log=error",
+            f"--soc_version={soc}", f"--out_node={';'.join(out_nodes)}"]
+
+
+def convert_om(onnx: Path, input_size, batch_size: int, out_nodes, soc: str | None) -> dict:
+    if not shutil.which("atc"):
+        raise MissingDependency("--format om needs CANN's atc on PATH (install the CANN toolkit "
+                                "and source /usr/local/Ascend/ascend-toolkit/set_env.sh); the ONNX "
+                                f"file was written to {onnx}")
+    soc = soc or soc_version()
+    if not soc:
+        raise UserError("cannot tell the Ascend chip (npu-smi found none); pass "
+                        "--set export.soc_version=Ascend310P3")
+    output = onnx.with_name(f"{onnx.stem}_bs{batch_size}")
+    cmd = atc_command(onnx, output, input_size, batch_size, out_nodes, soc)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"atc failed ({proc.returncode}): {tail[0]}")
+    return {"om": str(output) + ".om", "atc_command": " ".join(cmd)}

@@ -1,0 +1,93 @@
+"""The hooks a detcore plugin implements.
+
+A plugin is a module registered under the ``detcore`` entry-point group that
+defines functions decorated with ``detcore.hookimpl`` and named like the specs
+below. It implements ``register_models`` and ``build_model``; everything else
+has a default in core (``detcore.defaults``) that a plugin may override.
+
+``firstresult`` hooks stop at the first implementation that returns something
+other than ``None``: a plugin returns ``None`` for models that are not its own.
+Core's defaults are ``trylast``, so any plugin implementation runs before them.
+
+Heavy imports (torch, the upstream library) belong inside the hook bodies, not
+at module level: ``detcore plugins`` imports every plugin module and must stay fast.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("detcore")
+
+
+@hookspec
+def register_models():
+    """Declare the models this plugin provides.
+
+    Returns a list of :class:`detcore.spec.ModelSpec`. Called once per process.
+    Two plugins declaring the same model name is an error naming both.
+    """
+
+
+@hookspec
+def apply_npu_patches(spec, config, device):
+    """Apply this plugin's vendored patches for ``spec`` and return them.
+
+    Called before ``build_model`` when patches are enabled (``--patches on``, or
+    ``auto`` on an NPU). ``device`` is the ``torch.device`` the run uses, so a patch
+    can pick its NPU kernel (``torch_npu``) or its portable fallback.
+
+    Returns a list of applied :class:`detcore.patching.Patch` objects (core reverts
+    them at the end of the run), or ``None`` / ``[]`` if the model is not this
+    plugin's. Each patch must be reversible and numerically equivalent to the code
+    it replaces on CPU within the tolerance its docstring states.
+    """
+
+
+@hookspec(firstresult=True)
+def build_model(spec, config, num_classes):
+    """Build the model for ``spec`` with ``num_classes`` foreground classes.
+
+    ``config`` is the resolved config (a nested dict). Returns a
+    :class:`detcore.model.Detector` (on CPU; core moves it to the device), or
+    ``None`` if ``spec`` is not this plugin's. Must not download anything: load
+    weights only from ``config["model"]["weights"]``-style local paths.
+    """
+
+
+@hookspec(firstresult=True)
+def build_optimizer(spec, config, model):
+    """Return a ``torch.optim.Optimizer`` for ``model``, or ``None`` for core's default.
+
+    Core's default reads ``config["optimizer"]`` (``name``: sgd|adamw, ``lr``,
+    ``weight_decay``, ``momentum``), with ``lr`` already scaled by world size.
+    """
+
+
+@hookspec(firstresult=True)
+def train(ctx):
+    """Run training for ``ctx`` (a :class:`detcore.runner.RunContext`); return a result dict.
+
+    Core's default (``detcore.train.Trainer``) owns device placement, AMP, loss
+    scale, clipping, EMA, checkpoints, resume and FPS. Override only to replace
+    the whole loop; return ``{"metrics": {...}, "fps": float, "artifacts": {...}}``.
+    """
+
+
+@hookspec(firstresult=True)
+def evaluate(ctx, model, dataset):
+    """Evaluate ``model`` on ``dataset`` and return COCO metrics.
+
+    Core's default runs the model over the dataset and scores it with
+    pycocotools: keys ``bbox_mAP``, ``bbox_mAP_50``, ... and ``segm_*`` for
+    ``segm`` models. Return a dict of floats.
+    """
+
+
+@hookspec(firstresult=True)
+def export(ctx, model, path, fmt):
+    """Export ``model`` to ``path`` in format ``fmt`` (``onnx`` or ``om``); return artefacts.
+
+    Core's default traces ``Detector.export_forward`` with ``torch.onnx``, checks
+    the file with onnxruntime against PyTorch, and for ``om`` runs CANN's ``atc``.
+    Returns ``{"artifacts": {...}, "metrics": {...}}``.
+    """

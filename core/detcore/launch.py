@@ -1,0 +1,33 @@
+"""``--nproc``/``--nnodes``: re-run the same command under torchrun (torch.distributed.run)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+LAUNCHER_OPTIONS = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
+
+
+def strip_launcher_options(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in LAUNCHER_OPTIONS:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+def torchrun_command(argv, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={addr}",
+           f"--master-port={port}", "-m", "detcore.cli"]
+    return cmd + strip_launcher_options(argv)
+
+
+def launch(argv, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
+    """Run the job under torchrun; a worker that dies ends the whole job with its exit code."""
+    return subprocess.call(torchrun_command(argv, nproc, nnodes, node_rank, addr, port))

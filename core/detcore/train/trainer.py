@@ -1,0 +1,269 @@
+"""The training loop core owns: placement, AMP, clipping, EMA, checkpoints, resume, FPS.
+
+The plugin supplies the model (``build_model``) and may supply the optimizer
+(``build_optimizer``); everything else is driven by the config.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .. import distributed as dist
+from ..checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from ..errors import UserError
+from .amp import NonFiniteLoss, StaticLossScaler, autocast, make_scaler
+from .loader import train_loader
+from .optim import build_scheduler, default_optimizer
+
+log = logging.getLogger("detcore.train")
+
+
+class TrainingStopped(UserError):
+    """Training ended early (interrupt or non-finite loss); the last checkpoint is kept."""
+
+
+class Trainer:
+    def __init__(self, ctx, model, dataset):
+        self.ctx, self.cfg = ctx, ctx.config
+        self.device = ctx.device
+        self.rank, _, self.world_size = dist.world()
+        self.dataset = dataset
+        tcfg = self.cfg["train"]
+        self.amp = str(tcfg["amp"])
+        self.batch_size = int(self.cfg["data"]["batch_size"])
+        self.model = model.to(self.device)
+        if self.world_size > 1:
+            if self.cfg["train"].get("sync_bn"):
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type != "cpu" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.ddp = self.model
+        self.optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=self.cfg, model=self.model)
+                          or default_optimizer(self.model, self.cfg, self.world_size))
+        self.loader, self.sampler = train_loader(
+            dataset, self.batch_size, int(self.cfg["data"]["workers"]), self.rank,
+            self.world_size, int(tcfg["seed"]))
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the training split has {len(dataset)} images, fewer than one batch "
+                            f"of {self.batch_size} per worker; lower data.batch_size")
+        self.epochs = int(tcfg["epochs"])
+        self.total_steps = self.epochs * self.steps_per_epoch
+        if int(tcfg["max_steps"]) > 0:
+            self.total_steps = min(self.total_steps, int(tcfg["max_steps"]))
+        self.scheduler = build_scheduler(self.optimizer, self.cfg["scheduler"], self.total_steps)
+        self.scaler = make_scaler(self.device, self.amp, tcfg["loss_scale"])
+        self.ema = None
+        if float(tcfg["ema"]) > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(float(tcfg["ema"])),
+                                     use_buffers=True)
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.skipped_steps = 0
+        self.work_dir = Path(ctx.work_dir)
+        self.ckpt_path = self.work_dir / "checkpoints" / "last.pt"
+        self.metrics_path = self.work_dir / "metrics.jsonl"
+
+    # -- state -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": FORMAT, "model_name": self.ctx.spec.name, "config": self.cfg,
+            "classes": list(self.dataset.class_names), "num_classes": self.dataset.num_classes,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "ema_n_averaged": self.ema.n_averaged if self.ema is not None else None,
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step, "skipped_steps": self.skipped_steps,
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
+                    "python": _python_state()},
+        }
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("format") != FORMAT or ckpt.get("model_name") != self.ctx.spec.name:
+            raise UserError(f"{path} is not a detcore checkpoint of {self.ctx.spec.name}; "
+                            f"cannot resume from it")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.module.load_state_dict(ckpt["ema"])
+            self.ema.n_averaged.copy_(ckpt["ema_n_averaged"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.global_step, self.skipped_steps = ckpt["global_step"], ckpt["skipped_steps"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        _set_numpy_state(ckpt["rng"]["numpy"])
+        _set_python_state(ckpt["rng"]["python"])
+        log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.global_step)
+
+    def save(self) -> Path | None:
+        if dist.is_main():
+            save_checkpoint(self.state_dict(), self.ckpt_path)
+        dist.barrier()
+        return self.ckpt_path
+
+    # -- loop --------------------------------------------------------------
+    def fit(self) -> dict:
+        tcfg = self.cfg["train"]
+        deadline = time.monotonic() + 60 * float(tcfg["max_minutes"]) if float(tcfg["max_minutes"]) else None
+        warmup = int(tcfg["warmup_fps_steps"])
+        timed_steps, timed_seconds = 0, 0.0
+        log_every = max(1, int(tcfg["log_interval"]))
+        bar = _progress(self.total_steps, self.global_step, dist.is_main() and self.ctx.progress)
+        self.ddp.train()
+        stop = self.global_step >= self.total_steps
+        last_losses: dict = {}
+        try:
+            while not stop and self.epoch < self.epochs:
+                self.dataset.set_epoch(self.epoch, int(tcfg["seed"]))
+                self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.batch_size)
+                tick = time.perf_counter()
+                for batch in self.loader:
+                    if batch is None:
+                        continue
+                    last_losses = self._step(batch)
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    now = time.perf_counter()
+                    if self.global_step > warmup:
+                        timed_steps += 1
+                        timed_seconds += now - tick
+                    tick = now
+                    bar.update(1)
+                    if self.global_step % log_every == 0 or self.global_step == self.total_steps:
+                        fps = _fps(timed_steps, timed_seconds, self.batch_size * self.world_size)
+                        self._log(last_losses, fps)
+                        bar.set_postfix(loss=f"{last_losses['loss']:.3f}", fps=f"{fps or 0:.1f}")
+                    if self.global_step >= self.total_steps or (deadline and time.monotonic() > deadline):
+                        stop = True
+                        break
+                if not stop or self.step_in_epoch >= self.steps_per_epoch:
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                    if self.epoch % max(1, int(tcfg["checkpoint_every"])) == 0:
+                        self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            self.save()
+            raise TrainingStopped(f"interrupted at step {self.global_step}; checkpoint saved to "
+                                  f"{self.ckpt_path}; continue with --resume") from None
+        except NonFiniteLoss as exc:
+            bar.close()
+            raise TrainingStopped(
+                f"{exc} at step {self.global_step + 1} (epoch {self.epoch}); training stopped and "
+                f"the last good checkpoint ({self.ckpt_path}) was kept; lower the learning rate or "
+                f"use --loss-scale dynamic") from None
+        bar.close()
+        self.save()
+        fps = _fps(timed_steps, timed_seconds, self.batch_size * self.world_size)
+        return {"fps": fps, "steps": self.global_step, "epochs_done": self.epoch,
+                "skipped_steps": self.skipped_steps,
+                "final_loss": last_losses.get("loss"), "checkpoint": str(self.ckpt_path)}
+
+    def _step(self, batch) -> dict:
+        images, targets = batch
+        images = images.to(self.device, non_blocking=True).float().div_(255)
+        targets = [_to_device(t, self.device) for t in targets]
+        with autocast(self.device, self.amp):
+            losses = self.ddp(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss).all() and not isinstance(self.scaler, torch.amp.GradScaler):
+            raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
+        self.optimizer.zero_grad(set_to_none=True)
+        clip = float(self.cfg["train"]["clip_grad"])
+        if self.scaler is None:
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        else:
+            before = self.scaler.get_scale()
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if not isinstance(self.scaler, StaticLossScaler) and self.scaler.get_scale() < before:
+                self.skipped_steps += 1  # GradScaler skipped this step and lowered the scale
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        out["loss"] = float(loss.detach())
+        return out
+
+    def _log(self, losses: dict, fps: float | None) -> None:
+        if not dist.is_main():
+            return
+        record = {"step": self.global_step, "epoch": self.epoch, **losses,
+                  "lr": self.optimizer.param_groups[0]["lr"], "fps": fps,
+                  "skipped_steps": self.skipped_steps}
+        if self.scaler is not None:
+            record["loss_scale"] = float(self.scaler.get_scale())
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if not self.ctx.progress:
+            log.info("step %d/%d loss %.4f lr %.2e fps %s", self.global_step, self.total_steps,
+                     losses["loss"], record["lr"], f"{fps:.1f}" if fps else "-")
+
+    def eval_model(self) -> torch.nn.Module:
+        """The weights to evaluate: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def _fps(steps: int, seconds: float, images_per_step: int) -> float | None:
+    return round(steps * images_per_step / seconds, 3) if steps and seconds > 0 else None
+
+
+def _to_device(target: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in target.items()}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
+                dynamic_ncols=True, leave=False)
+
+
+def _numpy_state():
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+
+
+def _set_numpy_state(state) -> None:
+    name, keys, pos, has_gauss, gauss = state
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _python_state():
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_python_state(state) -> None:
+    version, internal, gauss = state
+    random.setstate((version, tuple(internal), gauss))
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+__all__ = ["Trainer", "TrainingStopped", "seed_everything"]
