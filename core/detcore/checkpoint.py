@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -29,6 +28,11 @@ def save_checkpoint(state: dict, path: Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        kept = f"; the previous {path.name} is intact" if path.exists() else ""
+        raise UserError(f"could not write checkpoint {path}: {exc.strerror or exc}{kept}; free "
+                        f"space or pass another --work-dir") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -46,7 +50,7 @@ def load_checkpoint(path: Path) -> dict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} was refused: it needs arbitrary code to load "
                         f"(weights_only=True: {first}); re-save it as a plain state_dict") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types for a damaged file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None
     if not isinstance(state, dict):

@@ -13,7 +13,8 @@ from .runner import TASKS
 
 
 def _fail(exc: UserError):
-    click.echo(f"detcore: error: {exc}", err=True)
+    message = " ".join(str(exc).split())  # always one line, whatever the input echoed
+    click.echo(f"detcore: error: {message}", err=True)
     sys.exit(exc.exit_code)
 
 

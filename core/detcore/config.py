@@ -4,11 +4,14 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .spec import ModelSpec
+
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 #: Keys core reads. A plugin's config is merged over these, so every plugin
 #: config has them and ``--set train.epochs=3`` works for every model.
@@ -88,17 +91,37 @@ def parse_value(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    return value
+
+
+def _checked(key: str, old: Any, new: Any) -> Any:
+    """A key that holds a number takes a number; a section cannot become a scalar."""
+    if isinstance(old, dict) and not isinstance(new, dict):
+        raise UserError(f"--set {key}: {key!r} is a section ({', '.join(old)}); set one of its keys")
+    number = (int, float)
+    if isinstance(old, number) and not isinstance(old, bool) and (
+            not isinstance(new, number) or isinstance(new, bool)):
+        raise UserError(f"--set {key}={new!r}: {key} takes a number (it is {old!r})")
+    return new
 
 
 def apply_override(config: dict, item: str) -> None:
     """Apply one ``key.path=value``; an unknown key is an error with the closest name."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise UserError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=3")
-    parts = key.strip().split(".")
+    if not KEY_PATTERN.fullmatch(key):
+        raise UserError(f"--set {key!r}: a key is dot-separated names (letters, digits, _ -)")
+    parts = key.split(".")
     node = config
     for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
@@ -113,6 +136,6 @@ def apply_override(config: dict, item: str) -> None:
                 msg += f" Known keys: {', '.join(map(str, siblings))}"
             raise UserError(msg)
         if depth == len(parts) - 1:
-            node[part] = parse_value(raw)
+            node[part] = _checked(key, node[part], parse_value(raw))
         else:
             node = node[part]

@@ -65,9 +65,7 @@ class Registry:
         if ep.dist is not None:
             info.distribution, info.version = ep.dist.metadata["Name"], ep.dist.version
         self.plugins[ep.name] = info
-        allowed = _allow_list()
-        if allowed is not None and ep.name not in allowed:
-            info.status, info.reason = "disabled", f"not in {ALLOW_ENV}"
+        if not _allowed(info):
             return
         try:
             module = ep.load()
@@ -79,6 +77,8 @@ class Registry:
     def _load_module(self, name: str) -> None:
         info = PluginInfo(name=name, value=name, distribution=f"({MODULES_ENV})")
         self.plugins[name] = info
+        if not _allowed(info):
+            return
         try:
             module = importlib.import_module(name)
         except Exception as exc:
@@ -160,11 +160,14 @@ def _env_modules() -> list[str]:
     return [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]
 
 
-def _allow_list() -> set[str] | None:
-    raw = os.environ.get(ALLOW_ENV)
-    if raw is None or not raw.strip():
-        return None
-    return {name.strip() for name in raw.split(",") if name.strip()}
+def _allowed(info: PluginInfo) -> bool:
+    """Apply the ``DETCORE_PLUGINS`` allow-list (unset or empty: everything loads)."""
+    raw = os.environ.get(ALLOW_ENV, "")
+    allowed = {name.strip() for name in raw.split(",") if name.strip()}
+    if allowed and info.name not in allowed:
+        info.status, info.reason = "disabled", f"not in {ALLOW_ENV}"
+        return False
+    return True
 
 
 def check_requirement(requirement: str) -> dict:

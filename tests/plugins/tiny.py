@@ -8,7 +8,7 @@ from detcore.spec import ModelSpec
 DETCORE_API_VERSION = 1
 
 SMOKE = {
-    "model": {"width": 32},
+    "model": {"width": 32, "nan_at_step": 0},
     "data": {"input_size": [96, 96], "batch_size": 4, "workers": 0,
              "synthetic": {"num_train": 24, "num_val": 8, "min_size": 96, "max_size": 128}},
     "train": {"epochs": 2, "log_interval": 2, "warmup_fps_steps": 1},
@@ -31,4 +31,5 @@ def build_model(spec, config, num_classes):
         return None
     from tests.plugins.tiny_model import TinyFCOS
 
-    return TinyFCOS(num_classes, config["data"]["input_size"], int(config["model"]["width"]))
+    return TinyFCOS(num_classes, config["data"]["input_size"], int(config["model"]["width"]),
+                    nan_at_step=int(config["model"]["nan_at_step"]))

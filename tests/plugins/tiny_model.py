@@ -28,8 +28,9 @@ class TinyBackbone(nn.Module):
 
 
 class TinyFCOS(Detector):
-    def __init__(self, num_classes: int, input_size, width: int = 16):
+    def __init__(self, num_classes: int, input_size, width: int = 16, nan_at_step: int = 0):
         super().__init__()
+        self.nan_at_step, self.calls = nan_at_step, 0  # test hook: a real non-finite loss
         side = min(input_size)
         anchors = AnchorGenerator(sizes=((8,), (16,), (32,)), aspect_ratios=((1.0,),) * 3)
         self.net = FCOS(TinyBackbone(width), num_classes=num_classes, min_size=side,
@@ -39,7 +40,11 @@ class TinyFCOS(Detector):
     def forward(self, images, targets=None):
         if self.training:
             targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-            return self.net(list(images), targets)
+            self.calls += 1
+            losses = self.net(list(images), targets)
+            if self.calls == self.nan_at_step:
+                losses["classification"] = losses["classification"] * float("nan")
+            return losses
         return self.net(list(images))
 
     def export_forward(self, images):

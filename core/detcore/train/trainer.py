@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +69,7 @@ class Trainer:
                                      use_buffers=True)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.skipped_steps = 0
+        self.stop_requested = False
         self.work_dir = Path(ctx.work_dir)
         self.ckpt_path = self.work_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.work_dir / "metrics.jsonl"
@@ -115,60 +118,85 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------
     def fit(self) -> dict:
-        tcfg = self.cfg["train"]
-        deadline = time.monotonic() + 60 * float(tcfg["max_minutes"]) if float(tcfg["max_minutes"]) else None
-        warmup = int(tcfg["warmup_fps_steps"])
-        timed_steps, timed_seconds = 0, 0.0
-        log_every = max(1, int(tcfg["log_interval"]))
+        """Train to the configured end; Ctrl-C or a non-finite loss stop with a clear message."""
         bar = _progress(self.total_steps, self.global_step, dist.is_main() and self.ctx.progress)
-        self.ddp.train()
-        stop = self.global_step >= self.total_steps
-        last_losses: dict = {}
+        restore_sigint = self._stop_on_sigint()
         try:
-            while not stop and self.epoch < self.epochs:
-                self.dataset.set_epoch(self.epoch, int(tcfg["seed"]))
-                self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.batch_size)
-                tick = time.perf_counter()
-                for batch in self.loader:
-                    if batch is None:
-                        continue
-                    last_losses = self._step(batch)
-                    self.step_in_epoch += 1
-                    self.global_step += 1
-                    now = time.perf_counter()
-                    if self.global_step > warmup:
-                        timed_steps += 1
-                        timed_seconds += now - tick
-                    tick = now
-                    bar.update(1)
-                    if self.global_step % log_every == 0 or self.global_step == self.total_steps:
-                        fps = _fps(timed_steps, timed_seconds, self.batch_size * self.world_size)
-                        self._log(last_losses, fps)
-                        bar.set_postfix(loss=f"{last_losses['loss']:.3f}", fps=f"{fps or 0:.1f}")
-                    if self.global_step >= self.total_steps or (deadline and time.monotonic() > deadline):
-                        stop = True
-                        break
-                if not stop or self.step_in_epoch >= self.steps_per_epoch:
-                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                    if self.epoch % max(1, int(tcfg["checkpoint_every"])) == 0:
-                        self.save()
-        except KeyboardInterrupt:
-            bar.close()
-            self.save()
-            raise TrainingStopped(f"interrupted at step {self.global_step}; checkpoint saved to "
-                                  f"{self.ckpt_path}; continue with --resume") from None
+            stats = self._run(bar)
         except NonFiniteLoss as exc:
-            bar.close()
             raise TrainingStopped(
                 f"{exc} at step {self.global_step + 1} (epoch {self.epoch}); training stopped and "
                 f"the last good checkpoint ({self.ckpt_path}) was kept; lower the learning rate or "
                 f"use --loss-scale dynamic") from None
-        bar.close()
+        finally:
+            bar.close()
+            restore_sigint()
         self.save()
-        fps = _fps(timed_steps, timed_seconds, self.batch_size * self.world_size)
-        return {"fps": fps, "steps": self.global_step, "epochs_done": self.epoch,
-                "skipped_steps": self.skipped_steps,
-                "final_loss": last_losses.get("loss"), "checkpoint": str(self.ckpt_path)}
+        if self.stop_requested:
+            raise TrainingStopped(f"interrupted at step {self.global_step}; checkpoint saved to "
+                                  f"{self.ckpt_path}; continue with --resume")
+        return {**stats, "steps": self.global_step, "epochs_done": self.epoch,
+                "skipped_steps": self.skipped_steps, "checkpoint": str(self.ckpt_path)}
+
+    def _run(self, bar) -> dict:
+        tcfg = self.cfg["train"]
+        minutes = float(tcfg["max_minutes"])
+        deadline = time.monotonic() + 60 * minutes if minutes else None
+        warmup, log_every = int(tcfg["warmup_fps_steps"]), max(1, int(tcfg["log_interval"]))
+        timed_steps, timed_seconds, losses = 0, 0.0, {}
+        images_per_step = self.batch_size * self.world_size
+        self.ddp.train()
+        while self.epoch < self.epochs and self.global_step < self.total_steps:
+            self.dataset.set_epoch(self.epoch, int(tcfg["seed"]))
+            self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.batch_size)
+            tick = time.perf_counter()
+            for batch in self.loader:
+                if batch is None:
+                    continue
+                losses = self._step(batch)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                now = time.perf_counter()
+                if self.global_step > warmup:
+                    timed_steps, timed_seconds = timed_steps + 1, timed_seconds + now - tick
+                tick = now
+                bar.update(1)
+                if self.global_step % log_every == 0 or self.global_step == self.total_steps:
+                    fps = _fps(timed_steps, timed_seconds, images_per_step)
+                    self._log(losses, fps)
+                    bar.set_postfix(loss=f"{losses['loss']:.3f}", fps=f"{fps or 0:.1f}")
+                out_of_time = deadline is not None and time.monotonic() > deadline
+                if self.stop_requested or out_of_time or self.global_step >= self.total_steps:
+                    break
+            else:  # the epoch's data ran out
+                self._end_epoch()
+                continue
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self._end_epoch()
+            break  # every break above ends training
+        return {"fps": _fps(timed_steps, timed_seconds, images_per_step),
+                "final_loss": losses.get("loss")}
+
+    def _end_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        every = max(1, int(self.cfg["train"]["checkpoint_every"]))
+        if self.epoch % every == 0 and self.epoch < self.epochs:
+            self.save()  # the final checkpoint is written by fit()
+
+    def _stop_on_sigint(self):
+        """First Ctrl-C: finish the current step, save, stop. A second one aborts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            log.warning("interrupt: stopping after this step and saving a checkpoint")
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
 
     def _step(self, batch) -> dict:
         images, targets = batch
