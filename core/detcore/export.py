@@ -47,10 +47,35 @@ def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dyna
                 raise UserError(f"ONNX export failed with opset {opset}: {first}; try "
                                 f"--set export.opset=17") from None
             raise
+    _declare_output_shapes(tmp, model, dummy, dynamic_batch)
     tmp.replace(path)
     parity = check_parity(model, path, dummy)
     return {"onnx": str(path), "inputs": {"input": [None if dynamic_batch else batch_size, 3, h, w]},
             "outputs": names, **parity}
+
+
+def _declare_output_shapes(path: Path, model, images: torch.Tensor, dynamic_batch: bool) -> None:
+    """Write the fixed output shapes into the graph (the tracer leaves topk's dims symbolic).
+
+    Consumers such as ``atc`` and the offline-inference contract (``labels [B,100]``,
+    ``dets [B,100,5]``) rely on them being declared.
+    """
+    import onnx
+
+    with torch.inference_mode():
+        ref = model.export_forward(images)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    graph = onnx.load(str(path))
+    for output, tensor in zip(graph.graph.output, ref):
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for axis, size in enumerate(tensor.shape):
+            dim = dims.add()
+            if axis == 0 and dynamic_batch:
+                dim.dim_param = "batch"
+            else:
+                dim.dim_value = int(size)
+    onnx.save(graph, str(path))
 
 
 def check_parity(model, path: Path, images: torch.Tensor) -> dict:

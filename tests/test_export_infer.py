@@ -1,0 +1,83 @@
+"""Export to ONNX, parity with onnxruntime, offline inference, predict: through the real CLI."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from detcore.result import validate_result
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory, cache_dir):
+    import subprocess
+    import sys
+
+    from .conftest import cli_env
+
+    work, _ = trained
+    out = tmp_path_factory.mktemp("export")
+    proc = subprocess.run([sys.executable, "-m", "detcore.cli", "run", "--model", "tiny-fcos",
+                           "--task", "export", "--weights", str(work / "checkpoints" / "last.pt"),
+                           "--work-dir", str(out), "--batch-size", "2"],
+                          capture_output=True, text=True, env=cli_env(cache_dir), cwd=out)
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads((out / "result.json").read_text())
+
+
+def test_export_contract_and_parity(exported):
+    out, result = exported
+    assert validate_result(result) == []
+    model = onnx.load(result["artifacts"]["onnx"])
+    outputs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    assert outputs == {"dets": [2, 100, 5], "labels": [2, 100]}
+    assert result["metrics"]["parity_max_abs_diff_dets"] < 1e-3
+    assert result["metrics"]["parity_max_abs_diff_labels"] == 0
+
+
+def test_infer_onnxruntime_matches_pytorch_eval(exported, trained, run_cli, tmp_path):
+    out, result = exported
+    work, _ = trained
+    infer = run_cli("run", "--model", "tiny-fcos", "--task", "infer", "--weights",
+                    result["artifacts"]["onnx"], "--batch-size", 2, "--work-dir", tmp_path / "i")
+    assert infer.returncode == 0, infer.stderr
+    ev = run_cli("run", "--model", "tiny-fcos", "--task", "eval", "--weights",
+                 work / "checkpoints" / "last.pt", "--work-dir", tmp_path / "e")
+    assert ev.returncode == 0, ev.stderr
+    got = json.loads((tmp_path / "i" / "result.json").read_text())
+    ref = json.loads((tmp_path / "e" / "result.json").read_text())
+    assert got["fps"] > 0
+    assert got["metrics"]["bbox_mAP"] == pytest.approx(ref["metrics"]["bbox_mAP"], abs=2e-3)
+
+
+def test_infer_with_wrong_batch_is_one_line(exported, run_cli, tmp_path):
+    _, result = exported
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "infer", "--weights",
+                   result["artifacts"]["onnx"], "--batch-size", 3, "--work-dir", tmp_path)
+    assert proc.returncode == 2 and "exported for batch 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_infer_with_missing_engine_tools(exported, run_cli, tmp_path):
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "infer", "--engine", "ais_bench",
+                   "--weights", exported[1]["artifacts"]["onnx"], "--work-dir", tmp_path)
+    assert proc.returncode == 3 and "ais_bench" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_export_om_without_atc_keeps_onnx(trained, run_cli, tmp_path):
+    work, _ = trained
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "export", "--format", "om",
+                   "--weights", work / "checkpoints" / "last.pt", "--work-dir", tmp_path)
+    assert proc.returncode == 3 and "atc" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "tiny-fcos.onnx").is_file()
+
+
+def test_predict_writes_pngs(trained, run_cli, tmp_path):
+    work, _ = trained
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "predict", "--weights",
+                   work / "checkpoints" / "last.pt", "--work-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    pngs = list((tmp_path / "images").glob("*.png"))
+    assert len(pngs) == result["metrics"]["images"] > 0
