@@ -29,5 +29,10 @@ def torchrun_command(argv, nproc: int, nnodes: int, node_rank: int, addr: str, p
 
 
 def launch(argv, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
-    """Run the job under torchrun; a worker that dies ends the whole job with its exit code."""
-    return subprocess.call(torchrun_command(argv, nproc, nnodes, node_rank, addr, port))
+    """Run the job under torchrun; a worker that dies ends the whole job, with a one-line summary."""
+    code = subprocess.call(torchrun_command(argv, nproc, nnodes, node_rank, addr, port))
+    if code != 0:
+        print(f"detcore: error: the {nnodes * nproc}-worker job stopped (torchrun exit {code}); "
+              f"the log above names the failed worker; the last complete checkpoint is kept, "
+              f"continue with --resume", file=sys.stderr)
+    return code

@@ -28,7 +28,13 @@ log = logging.getLogger("detcore.train")
 
 
 class TrainingStopped(UserError):
-    """Training ended early (interrupt or non-finite loss); the last checkpoint is kept."""
+    """Training ended early (non-finite loss); the last good checkpoint is kept."""
+
+
+class Interrupted(TrainingStopped):
+    """Ctrl-C: the step finished, a checkpoint was saved; exit code as for SIGINT."""
+
+    exit_code = 130
 
 
 class Trainer:
@@ -133,7 +139,7 @@ class Trainer:
             restore_sigint()
         self.save()
         if self.stop_requested:
-            raise TrainingStopped(f"interrupted at step {self.global_step}; checkpoint saved to "
+            raise Interrupted(f"interrupted at step {self.global_step}; checkpoint saved to "
                                   f"{self.ckpt_path}; continue with --resume")
         return {**stats, "steps": self.global_step, "epochs_done": self.epoch,
                 "skipped_steps": self.skipped_steps, "checkpoint": str(self.ckpt_path)}
@@ -294,4 +300,4 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-__all__ = ["Trainer", "TrainingStopped", "seed_everything"]
+__all__ = ["Interrupted", "Trainer", "TrainingStopped", "seed_everything"]
