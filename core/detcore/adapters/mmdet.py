@@ -1,0 +1,117 @@
+"""mmdet 3.x models behind detcore's :class:`~detcore.model.Detector` contract.
+
+Shared by the FCOS and SOLOv2 plugins. Core's loop replaces mmengine's runner
+(AMP, DDP, checkpoints and FPS are core's), so the reference's replaced
+runner/hook/parallel files are not needed; this adapter only translates
+batches: letterboxed ``[0, 1]`` images -> the model's normalisation, detcore
+targets -> ``DetDataSample``, and predictions back.
+"""
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import torch
+
+from ..model import Detector
+
+
+def config_path(relpath: str) -> Path:
+    """A config shipped inside the mmdet wheel (``mmdet/.mim/configs/...``)."""
+    root = Path(str(importlib.resources.files("mmdet"))) / ".mim" / "configs"
+    return root / relpath
+
+
+def load_config(relpath: str):
+    from mmengine.config import Config
+
+    return Config.fromfile(str(config_path(relpath)))
+
+
+def build_model(model_cfg):
+    """Build an mmdet model from its ``model`` config dict (registries initialised)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=True)
+    return MODELS.build(model_cfg)
+
+
+def compiled_ops() -> tuple[bool, str]:
+    """Are mmcv's compiled ops importable, and for which devices? (for ``detcore doctor``)"""
+    try:
+        import mmcv
+        from mmcv.ops import batched_nms  # noqa: F401
+        from mmcv.utils import ext_loader
+
+        ext = ext_loader.load_ext("_ext", ["nms"])
+    except Exception as exc:
+        return False, f"mmcv ops not compiled: {exc} (run plugins/fcos/build_mmcv.py)"
+    devices = ["cpu"]
+    if torch.cuda.is_available() and hasattr(ext, "nms"):
+        devices.append("cuda?")
+    return True, f"mmcv {mmcv.__version__} ops compiled ({', '.join(devices)})"
+
+
+class MMDetDetector(Detector):
+    """Wraps an mmdet detector; normalisation is in the wrapper so ONNX takes [0, 1] input."""
+
+    def __init__(self, model, mean, std, bgr: bool, task_type: str = "bbox"):
+        super().__init__()
+        self.model = model
+        self.task_type = task_type
+        self.bgr = bgr
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        x = images * 255.0
+        if self.bgr:
+            x = x.flip(1)
+        return (x - self.mean) / self.std
+
+    def data_samples(self, images: torch.Tensor, targets=None) -> list:
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
+
+        h, w = images.shape[-2:]
+        samples = []
+        for i in range(images.shape[0]):
+            sample = DetDataSample(metainfo={
+                "img_shape": (h, w), "ori_shape": (h, w), "pad_shape": (h, w),
+                "batch_input_shape": (h, w), "scale_factor": (1.0, 1.0), "img_id": i})
+            if targets is not None:
+                t = targets[i]
+                gt = InstanceData(bboxes=t["boxes"], labels=t["labels"])
+                if "masks" in t:
+                    from mmdet.structures.mask import BitmapMasks
+
+                    gt.masks = BitmapMasks(t["masks"].cpu().numpy(), h, w)
+                sample.gt_instances = gt
+            samples.append(sample)
+        return samples
+
+    def forward(self, images, targets=None):
+        inputs = self.normalise(images)
+        if self.training:
+            losses = self.model.loss(inputs, self.data_samples(images, targets))
+            return reduce_losses(losses)
+        results = self.model.predict(inputs, self.data_samples(images), rescale=False)
+        return [to_detcore(r.pred_instances) for r in results]
+
+
+def reduce_losses(losses: dict) -> dict:
+    """mmdet loss dicts hold tensors or lists of tensors; keep only the ``loss*`` terms."""
+    out = {}
+    for name, value in losses.items():
+        if "loss" not in name:
+            continue  # accuracies and other logged values are not optimised
+        out[name] = sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean()
+    return out
+
+
+def to_detcore(pred) -> dict:
+    out = {"boxes": pred.bboxes, "scores": pred.scores, "labels": pred.labels}
+    if "masks" in pred:
+        out["masks"] = pred.masks
+    return out
