@@ -20,4 +20,6 @@ for plugin in ${DETCORE_PLUGINS_TO_INSTALL:-efficientdet fcos solov2}; do
   esac
   $VPY -m pip install -q -e "plugins/$plugin"
 done
+# The worked example of docs/writing-a-plugin.md, installed as a third party would.
+$VPY -m pip install -q -e examples/detcore-retinanet
 .venv/bin/detcore plugins

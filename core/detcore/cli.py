@@ -132,6 +132,18 @@ def doctor(as_json):
         sys.exit(1)
 
 
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "parent", default=".", show_default=True, type=click.Path(),
+              help="Where to create detcore-NAME/.")
+def new_plugin(name, parent):
+    """Create a plugin package skeleton that passes the conformance suite."""
+    from .scaffold import new_plugin as scaffold
+
+    target = scaffold(name, parent)
+    click.echo(f"created {target}: pip install -e {target} && detcore plugins")
+
+
 @main.group()
 def data():
     """Datasets."""

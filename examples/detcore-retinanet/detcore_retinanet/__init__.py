@@ -1,0 +1,1 @@
+"""detcore plugin retinanet."""
