@@ -56,3 +56,11 @@ def test_override_parser_never_crashes(item):
         apply_override(cfg, item)
     except UserError as exc:
         assert "\n" not in str(exc)
+
+
+def test_synthetic_defaults_match_the_generator():
+    from dataclasses import asdict
+
+    from detcore.data.synthetic import SynthSpec
+
+    assert CORE_DEFAULTS["data"]["synthetic"] == asdict(SynthSpec())

@@ -17,7 +17,11 @@ KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 #: config has them and ``--set train.epochs=3`` works for every model.
 CORE_DEFAULTS: dict[str, Any] = {
     "model": {},
-    "data": {"input_size": [256, 256], "batch_size": 8, "workers": 2, "hflip": 0.5},
+    "data": {"input_size": [256, 256], "batch_size": 8, "workers": 2, "hflip": 0.5,
+             "max_images": 0,
+             # the dataset generated when --data is omitted (detcore.data.synthetic.SynthSpec)
+             "synthetic": {"num_train": 256, "num_val": 64, "num_classes": 3, "min_size": 192,
+                           "max_size": 320, "max_objects": 4, "seed": 0}},
     "train": {
         "epochs": 12, "max_steps": 0, "max_minutes": 0.0, "log_interval": 10,
         "clip_grad": 0.0, "ema": 0.0, "amp": "off", "loss_scale": "dynamic",

@@ -89,8 +89,13 @@ def prepare(registry, opts: RunOptions) -> RunContext:
 def _synthetic_root(config: dict) -> Path:
     from .data.synthetic import SynthSpec, ensure_synthetic
 
-    synth = config["data"].get("synthetic", {})
-    return ensure_synthetic(SynthSpec(**synth))
+    try:
+        spec = SynthSpec(**config["data"]["synthetic"])
+    except TypeError as exc:
+        raise UserError(f"data.synthetic: {exc}") from None
+    if not 1 <= spec.num_classes <= 6 or spec.min_size > spec.max_size or spec.num_train < 1:
+        raise UserError("data.synthetic: need 1..6 classes, min_size <= max_size, num_train >= 1")
+    return ensure_synthetic(spec)
 
 
 def _ensure_writable(work_dir: Path) -> None:

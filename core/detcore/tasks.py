@@ -18,7 +18,7 @@ def dataset(ctx: RunContext, split: str, train: bool = False, input_size=None):
     dcfg = ctx.config["data"]
     return CocoDetection(ctx.data_root, split, input_size or dcfg["input_size"],
                          masks=ctx.spec.task_type == "segm", hflip_prob=float(dcfg["hflip"]),
-                         train=train, max_images=int(dcfg.get("max_images", 0)))
+                         train=train, max_images=int(dcfg["max_images"]))
 
 
 def build(ctx: RunContext, num_classes: int):
