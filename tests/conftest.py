@@ -67,3 +67,14 @@ def trained(tmp_path_factory, cache_dir):
                           env=cli_env(cache_dir))
     assert proc.returncode == 0, proc.stderr
     return work, json.loads((work / "result.json").read_text())
+
+
+def assert_user_error(proc, code: int, *needles: str) -> str:
+    """Exit ``code``, no traceback, a single ``detcore: error:`` line naming the problem."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if "error" in l.lower()]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]

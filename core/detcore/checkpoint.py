@@ -47,9 +47,12 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} was refused: it needs arbitrary code to load "
-                        f"(weights_only=True: {first}); re-save it as a plain state_dict") from None
+        blocked = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if blocked:
+            raise UserError(f"{path} was refused: loading it would import or run code "
+                            f"({blocked[0]}); detcore loads checkpoints with weights_only=True; "
+                            f"re-save it as a plain state_dict") from None
+        raise UserError(f"{path} is truncated or not a PyTorch checkpoint (unpickling failed)") from None
     except Exception as exc:  # torch raises many types for a damaged file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} is truncated or not a PyTorch checkpoint ({first})") from None

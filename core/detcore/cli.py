@@ -91,9 +91,12 @@ def plugins(as_json):
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 def run(nproc, nnodes, node_rank, master_addr, master_port, progress, **kwargs):
     """Run one task of one model."""
+    if nproc < 1 or nnodes < 1:
+        raise UserError("--nproc and --nnodes must be at least 1")
     if nproc > 1 or nnodes > 1:
-        from .launch import launch
+        from .launch import check_nproc, launch
 
+        check_nproc(kwargs["device"], nproc)
         sys.exit(launch(sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
     _setup_logging()
     from .plugins import get_registry

@@ -26,7 +26,7 @@ class OnnxRuntimeEngine:
         self.input_name = inp.name
         self.output_names = [o.name for o in self.session.get_outputs()]
         shape = list(inp.shape)
-        if len(shape) != 4 or not all(isinstance(v, int) for v in shape[2:]):
+        if len(shape) != 4 or shape[1] != 3 or not all(isinstance(v, int) for v in shape[2:]):
             raise UserError(f"{path}: input {inp.name} has shape {shape}; detcore needs "
                             f"N x 3 x H x W with a fixed H and W")
         self.batch = shape[0] if isinstance(shape[0], int) else None

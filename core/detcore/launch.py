@@ -28,6 +28,19 @@ def torchrun_command(argv, nproc: int, nnodes: int, node_rank: int, addr: str, p
     return cmd + strip_launcher_options(argv)
 
 
+def check_nproc(device: str, nproc: int) -> None:
+    """One worker per accelerator; on CPU, at most one worker per core."""
+    from .devices import auto_device_name, device_count
+    from .errors import UserError
+
+    kind = auto_device_name() if device == "auto" else device
+    available = device_count(kind)
+    if nproc > available:
+        what = "CPU cores" if kind == "cpu" else f"{kind} devices"
+        raise UserError(f"--nproc {nproc} is more than the {available} {what} present; "
+                        f"use --nproc {available} or fewer")
+
+
 def launch(argv, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
     """Run the job under torchrun; a worker that dies ends the whole job, with a one-line summary."""
     code = subprocess.call(torchrun_command(argv, nproc, nnodes, node_rank, addr, port))

@@ -67,6 +67,7 @@ def prepare(registry, opts: RunOptions) -> RunContext:
     if opts.task not in TASKS:
         raise UserError(f"unknown task {opts.task!r}: use one of {', '.join(TASKS)}")
     spec = registry.get_model(opts.model)
+    check_pins(spec)
     config_name, config = resolve_config(spec, opts.config, list(opts.sets))
     if opts.amp is not None:
         config["train"]["amp"] = opts.amp
@@ -84,6 +85,21 @@ def prepare(registry, opts: RunOptions) -> RunContext:
     return RunContext(spec=spec, config_name=config_name, config=config, device=device,
                       work_dir=work_dir, data_root=data_root, options=opts, hook=registry.hook,
                       progress=opts.progress and rank == 0, world_size=world_size)
+
+
+def check_pins(spec: ModelSpec) -> None:
+    """A model runs only on the upstream it pins (its vendored patches are written for it)."""
+    from .errors import MissingDependency
+    from .plugins import check_requirement
+
+    if os.environ.get("DETCORE_IGNORE_PINS") == "1":
+        return
+    for pin in map(check_requirement, spec.upstream):
+        if not pin["ok"]:
+            raise MissingDependency(
+                f"model {spec.name} pins {pin['requirement']} but "
+                f"{pin['installed'] or 'nothing'} is installed; pip install "
+                f"'{pin['requirement']}' (or set DETCORE_IGNORE_PINS=1 to try anyway)")
 
 
 def _synthetic_root(config: dict) -> Path:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .checkpoint import load_checkpoint, load_model_weights
-from .errors import UserError
+from .errors import PluginError, UserError
 from .runner import RunContext, default_weights
 
 log = logging.getLogger("detcore")
@@ -22,7 +23,16 @@ def dataset(ctx: RunContext, split: str, train: bool = False, input_size=None):
 
 
 def build(ctx: RunContext, num_classes: int):
-    model = ctx.hook.build_model(spec=ctx.spec, config=ctx.config, num_classes=num_classes)
+    try:
+        model = ctx.hook.build_model(spec=ctx.spec, config=ctx.config, num_classes=num_classes)
+    except UserError:
+        raise
+    except Exception as exc:
+        if os.environ.get("DETCORE_DEBUG") == "1":
+            raise
+        raise PluginError(f"plugin {ctx.spec.plugin!r} failed to build {ctx.spec.name!r}: "
+                          f"{type(exc).__name__}: {exc}; check the model.* config keys "
+                          f"(DETCORE_DEBUG=1 shows the traceback)") from None
     if model is None:
         raise UserError(f"plugin {ctx.spec.plugin!r} returned no model for {ctx.spec.name!r}")
     return model

@@ -20,14 +20,18 @@ SMOKE = {
 
 @hookimpl
 def register_models():
+    wide = {**SMOKE, "model": {**SMOKE["model"], "width": 64}}
     return [ModelSpec(name="tiny-fcos", task_type="bbox", upstream=("torchvision>=0.19",),
                       configs={"smoke": SMOKE}, default_config="smoke",
-                      description="torchvision FCOS, 3-stage conv backbone (tests only)")]
+                      description="torchvision FCOS, 3-stage conv backbone (tests only)"),
+            ModelSpec(name="tiny-fcos-wide", task_type="bbox", upstream=("torchvision>=0.19",),
+                      configs={"smoke": wide}, default_config="smoke",
+                      description="the same, wider (tests: a checkpoint of another model)")]
 
 
 @hookimpl
 def build_model(spec, config, num_classes):
-    if spec.name != "tiny-fcos":
+    if spec.name not in ("tiny-fcos", "tiny-fcos-wide"):
         return None
     from tests.plugins.tiny_model import TinyFCOS
 

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import logging
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def _clean(dataset: dict, image_dir: Path, ann_path: Path) -> Counter:
         kept.append(a)
     dataset["annotations"] = kept
     for problem, count in sorted(report.items()):
-        warnings.warn(f"{ann_path.name}: {count} {problem}", stacklevel=2)
+        log.warning("%s: %d %s", ann_path.name, count, problem)
     return report
 
 

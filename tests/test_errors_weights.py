@@ -1,0 +1,64 @@
+"""Catalogue, weights and checkpoints: nothing loads that is not what it claims to be."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from .conftest import assert_user_error
+
+
+def evaluate(run_cli, weights, tmp_path, model="tiny-fcos", *extra):
+    return run_cli("run", "--model", model, "--task", "eval", "--weights", weights,
+                   "--work-dir", tmp_path / "ev", *extra)
+
+
+def test_missing_weights_file(run_cli, tmp_path):
+    assert_user_error(evaluate(run_cli, tmp_path / "nope.pt", tmp_path), 2, "does not exist")
+
+
+def test_truncated_checkpoint(run_cli, trained, tmp_path):
+    data = (trained[0] / "checkpoints" / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
+    assert_user_error(evaluate(run_cli, tmp_path / "cut.pt", tmp_path), 2, "truncated")
+
+
+def test_random_bytes_checkpoint(run_cli, tmp_path):
+    (tmp_path / "noise.pt").write_bytes(os.urandom(4096))
+    assert_user_error(evaluate(run_cli, tmp_path / "noise.pt", tmp_path), 2,
+                      "truncated or not a PyTorch checkpoint")
+
+
+def test_checkpoint_of_another_model(run_cli, trained, tmp_path):
+    assert_user_error(evaluate(run_cli, trained[0] / "checkpoints" / "last.pt", tmp_path,
+                               "tiny-fcos-wide"), 2, "checkpoint of model 'tiny-fcos'",
+                      "not 'tiny-fcos-wide'")
+
+
+def test_foreign_state_dict(run_cli, tmp_path):
+    torch.save({"state_dict": {"layer.weight": torch.ones(2)}}, tmp_path / "other.pt")
+    assert_user_error(evaluate(run_cli, tmp_path / "other.pt", tmp_path), 2,
+                      "has no weights matching this model")
+
+
+def test_class_count_mismatch_without_finetune(run_cli, trained, tmp_path, cache_dir):
+    from detcore.data.synthetic import SynthSpec, ensure_synthetic
+
+    five = ensure_synthetic(SynthSpec(num_train=8, num_val=4, num_classes=5, min_size=96,
+                                      max_size=128), cache_dir)
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "eval", "--data", five, "--weights",
+                   trained[0] / "checkpoints" / "last.pt", "--work-dir", tmp_path)
+    assert_user_error(proc, 2, "trained for 3 classes but the data has 5", "--task finetune")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_checkpoint_is_refused(run_cli, tmp_path):
+    torch.save({"format": "detcore-checkpoint", "model": Exploit()}, tmp_path / "evil.pt")
+    proc = evaluate(run_cli, tmp_path / "evil.pt", tmp_path)
+    assert_user_error(proc, 2, "was refused", "posix.system", "weights_only=True")
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "ev" / "PWNED").exists()
