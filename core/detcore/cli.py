@@ -135,6 +135,39 @@ def doctor(as_json):
         sys.exit(1)
 
 
+@main.command()
+@click.option("--models", help="Comma-separated models (default: every installed model's first variant).")
+@click.option("--quick", is_flag=True, help="Fewer steps and batch sizes (CI: under 3 minutes).")
+@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda", "npu"]),
+              help="cuda runs the coco configs with AMP, next to the reference figures.")
+@click.option("--out", default="work_dirs/bench", show_default=True, type=click.Path())
+def bench(models, quick, device, out):
+    """Measure training, inference, COCO-eval and start-up figures in one run."""
+    from pathlib import Path
+
+    from .bench.run import run as run_bench
+    from .plugins import get_registry
+
+    registry = get_registry()
+    names = models.split(",") if models else _default_bench_models(registry)
+    for name in names:
+        registry.get_model(name)
+    report = run_bench(names, quick, device, Path(out))
+    click.echo((Path(out) / "bench.md").read_text())
+    if any("error" in row for row in report["train"] + report["infer"]):
+        sys.exit(1)
+
+
+def _default_bench_models(registry) -> list[str]:
+    """One model per plugin: the first it declares (efficientdet-d0, fcos, solov2...)."""
+    seen, names = set(), []
+    for spec in registry.models.values():
+        if spec.plugin not in seen:
+            seen.add(spec.plugin)
+            names.append(spec.name)
+    return names
+
+
 @main.command("new-plugin")
 @click.argument("name")
 @click.option("--dir", "parent", default=".", show_default=True, type=click.Path(),

@@ -79,22 +79,49 @@ def _declare_output_shapes(path: Path, model, images: torch.Tensor, dynamic_batc
 
 
 def check_parity(model, path: Path, images: torch.Tensor) -> dict:
-    """Run both on ``images``; report the largest abs difference per output."""
+    """Run both on ``images``; report the largest abs difference per output over matched detections.
+
+    Detections are matched one to one (same label, nearest box and score) before comparing, so
+    two equally scored detections listed in another order are not counted as a difference.
+    """
     import onnxruntime as ort
 
     model.eval()
     with torch.inference_mode():
         ref = model.export_forward(images)
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    ref = [r.detach().float().numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": images.numpy()})
-    diffs = {}
-    for name, r, g in zip(model.export_output_names, ref, got):
-        r = r.detach().float().numpy()
+    got = [g.astype(np.float32) for g in sess.run(None, {"input": images.numpy()})]
+    names = list(model.export_output_names)
+    for name, r, g in zip(names, ref, got):
         if r.shape != g.shape:
             raise UserError(f"exported output {name} has shape {g.shape}, PyTorch gives {r.shape}")
-        diffs[name] = float(np.abs(r - g.astype(np.float32)).max()) if r.size else 0.0
+    order = _match_order(dict(zip(names, ref)), dict(zip(names, got)))
+    diffs = {}
+    for name, r, g in zip(names, ref, got):
+        if order is not None and r.ndim >= 2 and r.shape[:2] == order.shape:
+            g = np.stack([g[b][order[b]] for b in range(len(g))])
+        diffs[name] = float(np.abs(r - g).max()) if r.size else 0.0
     return {"parity_max_abs_diff": diffs}
+
+
+def _match_order(ref: dict, got: dict):
+    """For each image, the index in ``got`` of each ``ref`` detection (greedy, label-aware)."""
+    if "dets" in ref and "labels" in ref:
+        rd, gd, rl, gl = ref["dets"], got["dets"], ref["labels"], got["labels"]
+    elif "detections" in ref:
+        rd, gd = ref["detections"][..., :5], got["detections"][..., :5]
+        rl, gl = ref["detections"][..., 5], got["detections"][..., 5]
+    else:
+        return None
+    order = np.zeros(rl.shape, dtype=np.int64)
+    for b in range(rd.shape[0]):
+        free = np.ones(len(gd[b]), dtype=bool)
+        for i in np.argsort(-rd[b][:, 4], kind="stable"):
+            cost = np.abs(gd[b] - rd[b][i]).max(axis=1) + 1e9 * (gl[b] != rl[b][i]) + 1e18 * ~free
+            j = int(np.argmin(cost))
+            order[b, i], free[j] = j, False
+    return order
 
 
 def soc_version() -> str | None:

@@ -91,3 +91,14 @@ def export(ctx, model, path, fmt):
     the file with onnxruntime against PyTorch, and for ``om`` runs CANN's ``atc``.
     Returns ``{"artifacts": {...}, "metrics": {...}}``.
     """
+
+
+@hookspec(firstresult=True)
+def baseline_train_step(spec, config, model, optimizer):
+    """Return ``step(images, targets)``: one training step done the upstream's own way.
+
+    ``detcore bench`` times it side by side with core's loop on the same model,
+    data and batch to report detcore's overhead. Implement it with the upstream's
+    own training machinery (e.g. effdet's bench + its loss, mmengine's
+    ``model.train_step``). Core's default is a bare PyTorch loop over the Detector.
+    """

@@ -1,0 +1,1 @@
+"""``detcore bench``: the figures users compare tools by, measured in one run."""

@@ -1,0 +1,27 @@
+"""`detcore bench --quick` produces every figure of the table, for a real model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_quick_reports_every_figure(run_cli, tmp_path):
+    proc = run_cli("bench", "--models", "tiny-fcos", "--quick", "--out", tmp_path / "b", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert set(report["cli_startup_s"]) == {"detcore --help", "detcore plugins"}
+    train = report["train"][0]
+    assert train["detcore_fps"] > 0 and train["upstream_fps"] > 0 and train["peak_rss_mib"] > 0
+    assert train["device"] == "cpu" and train["input_size"] == [96, 96]
+    rows = report["infer"][0]["rows"]
+    assert [r["batch"] for r in rows] == [1, 4]
+    assert all(r["parity_max_abs_diff"] < 1e-3 for r in rows)
+    assert report["coco_eval"]["pycocotools_s"] > 0
+    assert "| tiny-fcos |" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_unknown_bench_model_is_one_line(run_cli, tmp_path):
+    proc = run_cli("bench", "--models", "nope", "--out", tmp_path)
+    assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
