@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 $VPY -m pip install -q --upgrade pip
 # torch first, pinned: the PyPI torchvision wheel does not load with the +cpu torch build.
 $VPY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-$VPY -m pip install -q -e ".[test]"
+$VPY -m pip install -q -e ".[test,fast-eval]"
 for plugin in ${DETCORE_PLUGINS_TO_INSTALL:-efficientdet fcos solov2}; do
   [ -f "plugins/$plugin/pyproject.toml" ] || { echo "install: plugins/$plugin not present yet, skipped"; continue; }
   case $plugin in fcos|solov2)

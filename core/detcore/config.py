@@ -31,7 +31,8 @@ CORE_DEFAULTS: dict[str, Any] = {
     "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9,
                   "scale_lr_by_world_size": True, "base_world_size": 1},
     "scheduler": {"name": "cosine", "warmup_steps": 50, "warmup_ratio": 0.001},
-    "eval": {"batch_size": 8, "score_threshold": 0.05, "max_detections": 100},
+    "eval": {"batch_size": 8, "score_threshold": 0.05, "max_detections": 100,
+             "backend": "pycocotools"},
     "predict": {"max_images": 16, "score_threshold": 0.3},
     "export": {"opset": 17, "dynamic_batch": False, "batch_size": 1, "soc_version": None},
 }

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist
+from .errors import MissingDependency, UserError
 
 METRIC_NAMES = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 
@@ -75,13 +76,37 @@ def _encode_masks(masks, scale: float, h: int, w: int) -> list[dict]:
     return rles
 
 
-def coco_metrics(coco_gt, results: list[dict], iou_types: tuple[str, ...]) -> dict:
-    """pycocotools' 12 numbers, named as mmdet names them (``bbox_mAP``, ``bbox_mAP_50``...)."""
-    from pycocotools.cocoeval import COCOeval
+BACKENDS = ("pycocotools", "faster_coco_eval")
 
+
+def _evaluator(backend: str, coco_gt):
+    """pycocotools (default) or faster-coco-eval: same metrics (tested), several times faster."""
+    if backend == "pycocotools":
+        from pycocotools.cocoeval import COCOeval
+
+        return coco_gt, COCOeval
+    if backend != "faster_coco_eval":
+        raise UserError(f"eval.backend {backend!r}: use {' or '.join(BACKENDS)}")
+    try:
+        from faster_coco_eval import COCO, COCOeval_faster
+    except ImportError:
+        raise MissingDependency("eval.backend=faster_coco_eval needs pip install "
+                                "'detcore[fast-eval]'") from None
+    gt = COCO()
+    gt.dataset = coco_gt.dataset
+    gt.createIndex()
+    return gt, COCOeval_faster
+
+
+def coco_metrics(coco_gt, results: list[dict], iou_types: tuple[str, ...],
+                 backend: str = "pycocotools") -> dict:
+    """The COCO summary numbers, named as mmdet names them (``bbox_mAP``, ``bbox_mAP_50``...)."""
     metrics: dict[str, float] = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt, COCOeval = _evaluator(backend, coco_gt)
     for iou_type in iou_types:
-        usable = [r for r in results if iou_type == "bbox" or "segmentation" in r]
+        # shallow copies: loadRes adds and replaces keys in the dicts it is given
+        usable = [dict(r) for r in results if iou_type == "bbox" or "segmentation" in r]
         if not usable:
             metrics.update({f"{iou_type}_{n}": 0.0 for n in METRIC_NAMES})
             continue
@@ -108,7 +133,7 @@ def evaluate_model(ctx, model, dataset) -> dict:
     results = [r for part in dist.all_gather_objects(results) for r in part]
     results.sort(key=lambda r: (r["image_id"], -r["score"]))
     iou_types = ("bbox", "segm") if ctx.spec.task_type == "segm" else ("bbox",)
-    metrics = coco_metrics(dataset.coco, results, iou_types)
+    metrics = coco_metrics(dataset.coco, results, iou_types, str(ctx.config["eval"]["backend"]))
     if dist.is_main():
         path = Path(ctx.work_dir) / "predictions.json"
         path.write_text(json.dumps(results))

@@ -199,7 +199,7 @@ def task_infer(ctx: RunContext):
     batch = int(ctx.options.batch_size or engine.batch or 1)
     results, perf = run_offline(engine, data, batch, ctx.progress)
     iou_types = ("bbox", "segm") if ctx.spec.task_type == "segm" else ("bbox",)
-    metrics = coco_metrics(data.coco, results, iou_types)
+    metrics = coco_metrics(data.coco, results, iou_types, str(ctx.config["eval"]["backend"]))
     metrics["end_to_end_fps"] = perf["end_to_end_fps"]
     ctx.artifacts.update({"model_file": str(path), "engine": ctx.options.engine, "batch_size": batch})
     return metrics, perf["fps"]
