@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import sys
+import warnings
 from importlib import metadata
 
 
@@ -50,11 +51,17 @@ def checks() -> list[dict]:
         for pin in info.upstream:
             add(f"  pin {pin['requirement']}", "ok" if pin["ok"] else "missing",
                 f"installed {pin['installed'] or 'none'}")
+    seen = set()
     for spec in registry.models.values():
         for need, check in spec.needs.items():
+            if (spec.plugin, need) in seen:  # e.g. efficientdet-d0..d7 share one check
+                continue
+            seen.add((spec.plugin, need))
             try:
-                ok, detail = check()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ok, detail = check()
             except Exception as exc:  # a check must never crash doctor
                 ok, detail = False, f"check failed: {exc}"
-            add(f"  {spec.name}: {need}", "ok" if ok else "missing", detail)
+            add(f"  {spec.plugin}: {need}", "ok" if ok else "missing", detail)
     return rows

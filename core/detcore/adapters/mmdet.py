@@ -9,6 +9,7 @@ targets -> ``DetDataSample``, and predictions back.
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -42,15 +43,16 @@ def compiled_ops() -> tuple[bool, str]:
     try:
         import mmcv
         from mmcv.ops import batched_nms  # noqa: F401
-        from mmcv.utils import ext_loader
-
-        ext = ext_loader.load_ext("_ext", ["nms"])
+        from mmcv.ops import get_compiling_cuda_version
     except Exception as exc:
         return False, f"mmcv ops not compiled: {exc} (run plugins/fcos/build_mmcv.py)"
     devices = ["cpu"]
-    if torch.cuda.is_available() and hasattr(ext, "nms"):
-        devices.append("cuda?")
-    return True, f"mmcv {mmcv.__version__} ops compiled ({', '.join(devices)})"
+    cuda = get_compiling_cuda_version()
+    if cuda and cuda != "not available":
+        devices.append(f"cuda {cuda}")
+    if importlib.util.find_spec("torch_npu") is not None:
+        devices.append("npu if built with FORCE_NPU=1")
+    return True, f"mmcv {mmcv.__version__} ops compiled for {', '.join(devices)}"
 
 
 class MMDetDetector(Detector):
