@@ -99,6 +99,6 @@ def test_cli_plugins_json_and_broken_plugin(run_cli, plugin_dir):
                    PYTHONPATH=f"{plugin_dir}:{__import__('tests.conftest').conftest.REPO}")
     assert proc.returncode == 0, proc.stderr
     rows = {p["name"]: p for p in json.loads(proc.stdout)["plugins"]}
-    assert rows["tests.plugins.tiny"]["models"] == ["tiny-fcos"]
+    assert rows["tests.plugins.tiny"]["models"] == ["tiny-fcos", "tiny-fcos-wide"]
     assert rows["tests.plugins.tiny"]["upstream"][0]["ok"] is True
     assert rows["bad_plugin2"]["status"] == "broken" and "not_a_module_anywhere" in rows["bad_plugin2"]["reason"]
