@@ -1,0 +1,98 @@
+"""Named configs (plain dicts, no torch import), merged by core over ``CORE_DEFAULTS``.
+
+Every key a user may want to ``--set`` exists here or in core's defaults:
+``model.*`` is this plugin's section (read by :func:`detcore_efficientdet.model.build`).
+
+* ``smoke``: 256x256, batch 8, AdamW 2e-3, the synthetic shapes; learns in minutes on a CPU.
+* ``tiny``: 128x128 and a 16-image synthetic set; for tests and quick checks of the plumbing.
+* ``coco``: the reference Ascend run (EfficientDet-D0 on COCO, 8 devices x batch 16,
+  momentum SGD lr 0.16, weight decay 4e-5, 300 epochs, EMA 0.9998, sync-BN, fp16 AMP).
+"""
+from __future__ import annotations
+
+import copy
+
+from .variants import VARIANTS
+
+#: The synthetic dataset core writes when ``--data`` is omitted (core's SynthSpec fields,
+#: listed so that ``--set data.synthetic.num_train=16`` works).
+SYNTHETIC = {"num_train": 256, "num_val": 64, "num_classes": 3, "min_size": 192, "max_size": 320,
+             "max_objects": 4, "seed": 0}
+
+
+def model_section(name: str) -> dict:
+    return {
+        "arch": VARIANTS[name].arch,   # effdet model config name
+        "drop_path_rate": None,        # None: the arch's default (0.2 for d0..d7)
+        "max_targets": 100,            # ground-truth boxes padded to this fixed count (-1 fill)
+        "max_detection_points": 5000,  # top-k anchor/class candidates fed to NMS (effdet's value)
+        "nms_iou": 0.5,                # effdet's NMS IoU threshold
+        "label_smoothing": 0.0,        # effdet focal-loss label smoothing
+        "bn_momentum": None,           # BiFPN/head BN momentum; None: effdet's 0.01
+        # effdet's COCO head has 90 outputs (category id - 1), so its checkpoints (released
+        # weights, effdet train.py runs) have 90; auto: use that head when the data has COCO's
+        # 80 classes, mapping labels <-> outputs; false: one output per dataset class
+        "coco_90_classes": False,
+    }
+
+
+def smoke(name: str) -> dict:
+    return {
+        "model": model_section(name),
+        "data": {"input_size": [256, 256], "batch_size": 8, "workers": 2, "hflip": 0.5,
+                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+        # 256 images / batch 8 = 32 steps an epoch; 12 epochs ~ 384 steps, about 8 min on 2 CPU cores
+        "train": {"epochs": 12, "log_interval": 10, "clip_grad": 0.0, "ema": 0.0, "amp": "off"},
+        "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4},
+        "scheduler": {"name": "cosine", "warmup_steps": 50, "warmup_ratio": 0.001},
+        "eval": {"batch_size": 8, "score_threshold": 0.05, "max_detections": 100},
+    }
+
+
+def tiny(name: str) -> dict:
+    cfg = smoke(name)
+    cfg["data"].update({"input_size": [128, 128], "batch_size": 4, "workers": 0})
+    cfg["data"]["synthetic"].update({"num_train": 16, "num_val": 8, "min_size": 96, "max_size": 160})
+    cfg["train"].update({"epochs": 1, "log_interval": 1, "warmup_fps_steps": 1, "bench_steps": 2})
+    cfg["scheduler"]["warmup_steps"] = 2
+    cfg["eval"]["batch_size"] = 4
+    return cfg
+
+
+# COCO train2017 has 117,266 images with annotations: 916 steps an epoch at 8 x 16.
+COCO_STEPS_PER_EPOCH_8P = 117266 // (8 * 16)
+
+
+def coco(name: str) -> dict:
+    size = VARIANTS[name].size
+    return {
+        "model": {**model_section(name), "coco_90_classes": "auto"},
+        "data": {"input_size": [size, size], "batch_size": 16, "workers": 4, "hflip": 0.5,
+                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+        "train": {
+            "epochs": 300,
+            "ema": 0.9998,          # effdet train.py --model-ema-decay
+            "sync_bn": True,        # reference --sync-bn (effective with world size > 1)
+            "amp": "fp16",          # reference apex O1; NPU runs used a fixed --loss-scale 128
+            "loss_scale": "dynamic",
+            "clip_grad": 10.0,      # effdet train.py --clip-grad default
+            "log_interval": 50,
+        },
+        # effdet train.py: --opt momentum (SGD, no Nesterov), --momentum 0.9, --weight-decay 4e-5
+        # (not applied to biases and norm weights, as timm's create_optimizer does);
+        # the reference: --lr 0.16 for 8 devices, scaled linearly for other world sizes.
+        "optimizer": {"name": "sgd", "lr": 0.16, "momentum": 0.9, "weight_decay": 4e-5,
+                      "scale_lr_by_world_size": True, "base_world_size": 8},
+        # effdet: cosine, 5 warm-up epochs from --warmup-lr 1e-4 (ratio 1e-4 / 0.16)
+        "scheduler": {"name": "cosine", "warmup_steps": 5 * COCO_STEPS_PER_EPOCH_8P,
+                      "warmup_ratio": 1e-4 / 0.16},
+        "eval": {"batch_size": 16, "score_threshold": 0.001, "max_detections": 100},
+        "export": {"opset": 17, "batch_size": 1},
+    }
+
+
+def configs_for(name: str) -> dict:
+    """The named configs of model ``name`` (zero-argument callables, each a fresh dict)."""
+    return {"smoke": lambda: copy.deepcopy(smoke(name)),
+            "tiny": lambda: copy.deepcopy(tiny(name)),
+            "coco": lambda: copy.deepcopy(coco(name))}

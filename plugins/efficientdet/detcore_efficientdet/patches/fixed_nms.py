@@ -1,0 +1,127 @@
+"""Multiclass NMS with a fixed-size output, replacing effdet's ``_batch_detection``."""
+from __future__ import annotations
+
+from typing import Optional
+
+from detcore.patching import Patch
+
+from ._npu import is_npu, torch_npu
+
+#: effdet's NMS IoU threshold (hard-coded in ``effdet.anchors.generate_detections``).
+IOU_THRESHOLD = 0.5
+
+
+def _decode(class_out, box_out, anchor_boxes, indices, img_scale, img_size):
+    """One image: top-k candidates -> xyxy boxes and sigmoid scores (effdet's arithmetic)."""
+    from effdet.anchors import clip_boxes_xyxy, decode_box_outputs
+
+    boxes = decode_box_outputs(box_out.float(), anchor_boxes[indices, :], output_xyxy=True)
+    if img_scale is not None and img_size is not None:
+        boxes = clip_boxes_xyxy(boxes, img_size / img_scale)
+    scores = class_out.sigmoid().squeeze(1).float()
+    return boxes, scores
+
+
+def _rows(dets, labels, img_scale):
+    """(k, 5) + (k,) labels (-1 empty) -> effdet's (k, 6) rows: class 1-based, zero padding."""
+    import torch
+
+    boxes = dets[:, :4] if img_scale is None else dets[:, :4] * img_scale
+    return torch.cat([boxes, dets[:, 4:5], (labels + 1).to(dets.dtype)[:, None]], dim=1)
+
+
+def batch_detection_fixed(batch_size: int, class_out, box_out, anchor_boxes, indices, classes,
+                          img_scale: Optional["torch.Tensor"] = None,
+                          img_size: Optional["torch.Tensor"] = None,
+                          max_det_per_image: int = 100, soft_nms: bool = False):
+    """Portable, static-shape ``_batch_detection``: torchvision NMS + ``detcore.ops.pad_detections``.
+
+    Same signature and output as effdet's (``B x max_det x 6``: x1, y1, x2, y2, score,
+    class 1-based; empty rows all zero), but the output shape never depends on how
+    many boxes survive NMS (``cat`` + ``topk`` instead of a data-dependent pad), and it
+    is plain Python, so ``torch.onnx.export`` traces it (effdet's is ``torch.jit.script``).
+    """
+    import torch
+
+    from detcore.ops import batched_fixed_nms
+
+    if soft_nms:
+        raise NotImplementedError("soft-NMS has no fixed-shape version; use hard NMS")
+    out = []
+    for i in range(batch_size):
+        scale_i = None if img_scale is None else img_scale[i]
+        size_i = None if img_size is None else img_size[i]
+        boxes, scores = _decode(class_out[i], box_out[i], anchor_boxes, indices[i], scale_i, size_i)
+        dets, labels = batched_fixed_nms(boxes, scores, classes[i], IOU_THRESHOLD, max_det_per_image)
+        out.append(_rows(dets, labels, scale_i))
+    return torch.stack(out, dim=0)
+
+
+def batch_detection_npu(batch_size: int, class_out, box_out, anchor_boxes, indices, classes,
+                        img_scale: Optional["torch.Tensor"] = None,
+                        img_size: Optional["torch.Tensor"] = None,
+                        max_det_per_image: int = 100, soft_nms: bool = False):
+    """NPU version: ``torch_npu.npu_nms_v4`` with a padded, fixed-size index output.
+
+    Class-aware through the coordinate-offset trick (each class's boxes are shifted
+    by ``class * (coordinate_range + 1)`` so boxes of different classes never overlap),
+    the way torchvision's ``batched_nms`` does it; ``pad_to_max_output_size=True``
+    keeps every shape static. Empty slots are zeroed, as in effdet.
+    """
+    import torch
+
+    npu = torch_npu(FixedSizeNmsPatch.name)
+    if soft_nms:
+        raise NotImplementedError("soft-NMS has no fixed-shape version; use hard NMS")
+    out = []
+    for i in range(batch_size):
+        scale_i = None if img_scale is None else img_scale[i]
+        size_i = None if img_size is None else img_size[i]
+        boxes, scores = _decode(class_out[i], box_out[i], anchor_boxes, indices[i], scale_i, size_i)
+        offsets = classes[i].to(boxes.dtype) * (boxes.max() - boxes.min() + 1)
+        shifted = boxes + offsets[:, None]
+        iou = torch.tensor(IOU_THRESHOLD, device=boxes.device)
+        min_score = torch.tensor(0.0, device=boxes.device)
+        keep, valid = npu.npu_nms_v4(shifted, scores, max_det_per_image, iou, min_score,
+                                     pad_to_max_output_size=True)
+        keep = keep.long()[:max_det_per_image]
+        slot = torch.arange(max_det_per_image, device=boxes.device) < valid.reshape(())
+        kept_scores = torch.where(slot, scores[keep], torch.zeros_like(scores[keep]))
+        labels = torch.where(slot, classes[i][keep], torch.full_like(classes[i][keep], -1))
+        dets = torch.cat([boxes[keep] * slot[:, None], kept_scores[:, None]], dim=1)
+        out.append(_rows(dets, labels, scale_i))
+    return torch.stack(out, dim=0)
+
+
+class FixedSizeNmsPatch(Patch):
+    """Fixed-size multiclass NMS in place of effdet's post-processing NMS.
+
+    NPU limitation: effdet's ``_batch_detection`` is ``torch.jit.script``-compiled and
+    its output size depends on how many boxes survive NMS (index by the kept set,
+    then pad with ``zeros(max_det - num_det)``): dynamic shapes that the Ascend graph
+    compiler (and ``atc``) cannot handle, and that ``torch.onnx.export`` cannot trace
+    as shipped (the reference replaced the NMS in ``effdet/anchors.py`` with
+    ``npu_multiclass_nms``). This patch replaces ``effdet.bench._batch_detection``
+    (used by detcore's model, ``DetBenchPredict`` and ``DetBenchTrain`` in eval) with
+    a static-shape version: ``torch_npu.npu_nms_v4`` with a padded output on NPU
+    (raising a message naming torch_npu if it is absent), and torchvision NMS +
+    ``detcore.ops.pad_detections`` (``cat`` + ``topk``) elsewhere. Same output
+    convention as effdet: ``B x max_det x 6``, class 1-based, empty rows zero.
+    ONNX export always uses the portable version, patched or not.
+
+    Tolerance: 0 on CPU (the same decode, the same torchvision NMS, the same top-k
+    set; rows are compared after sorting, since equal scores may be ordered differently).
+    """
+
+    name = "fixed_size_nms"
+    tolerance = 0.0
+
+    def targets(self):
+        from effdet import bench
+
+        if is_npu(self.device):
+            torch_npu(self.name)
+            fn = batch_detection_npu
+        else:
+            fn = batch_detection_fixed
+        return [(bench, "_batch_detection", fn)]
