@@ -1,0 +1,80 @@
+"""Static-shape post-processing for mmdet's ``FCOSHead`` (fixed-size NMS output)."""
+from __future__ import annotations
+
+from detcore.patching import Patch
+
+from ._npu import is_npu, require_torch_npu
+
+
+def make_predict_by_feat(backend: str, original):
+    """A ``predict_by_feat`` for ``FCOSHead`` running :func:`detcore_fcos.postprocess.static_detections`."""
+
+    def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_metas=None,
+                        cfg=None, rescale=False, with_nms=True):
+        from mmengine.structures import InstanceData
+
+        from ..postprocess import static_detections
+
+        shapes = {tuple(m["img_shape"][:2]) for m in batch_img_metas}
+        if score_factors is None or not with_nms or len(shapes) != 1:
+            # not FCOS inference as detcore runs it (aug-test without NMS, ragged batches)
+            return original(self, cls_scores, bbox_preds, score_factors, batch_img_metas, cfg,
+                            rescale, with_nms)
+        cfg = self.test_cfg if cfg is None else cfg
+        labels, dets = static_detections(self, [c.detach() for c in cls_scores],
+                                         [b.detach() for b in bbox_preds],
+                                         [s.detach() for s in score_factors], shapes.pop(), cfg,
+                                         backend)
+        results = []
+        for i, meta in enumerate(batch_img_metas):
+            # The device work above is fixed-shape; only the final [max_per_img] rows of each
+            # image are trimmed to the detections found, as mmdet's callers expect.
+            keep = labels[i] >= 0
+            boxes = dets[i, keep, :4]
+            if rescale:
+                sx, sy = meta["scale_factor"][:2]
+                boxes = boxes / boxes.new_tensor([sx, sy, sx, sy])
+            results.append(InstanceData(bboxes=boxes, scores=dets[i, keep, 4], labels=labels[i, keep]))
+        return results
+
+    predict_by_feat.__doc__ = f"Static-shape FCOS post-processing ({backend} NMS; detcore_fcos patch)."
+    return predict_by_feat
+
+
+class StaticPostprocessPatch(Patch):
+    """Static-shape FCOS post-processing with a fixed-size NMS output.
+
+    NPU limitation: mmdet's ``BaseDenseHead._predict_by_feat_single`` (used by ``FCOSHead``)
+    selects candidates with ``scores > score_thr`` boolean indexing and ``nonzero``, keeps a
+    data-dependent number per level, filters small boxes with a mask and runs mmcv's
+    ``batched_nms``, whose output length depends on the image: every step after the first
+    threshold has a data-dependent shape, which on Ascend means a graph compile per new shape
+    (or a host fallback) in each evaluation batch, and which neither ``torch.onnx`` nor ``atc``
+    can turn into a fixed-shape model. The reference replaced it for its ``fcos.onnx`` with
+    ONNX ``NonMaxSuppression`` and fixed ``[B,100]`` outputs.
+
+    This patch replaces ``FCOSHead.predict_by_feat`` with the batched static version in
+    :mod:`detcore_fcos.postprocess`: per-level ``topk(nms_pre)`` then a score mask instead of
+    threshold indexing, and class-aware NMS with a fixed ``max_per_img`` output through
+    ``torch_npu.npu_batch_nms`` on an NPU, or the ONNX-exportable torchvision-based version
+    elsewhere (the same code ``export_forward`` exports). Only the final ``[max_per_img]`` rows
+    are trimmed to the detections found when results are handed back.
+
+    Tolerance: 1e-5 on CPU (the same candidates, decode and scores as mmdet; NMS per class
+    instead of mmcv's coordinate-offset trick, which can only differ for boxes whose IoU is
+    within float rounding of the threshold). ``revert()`` restores the inherited method.
+    """
+
+    name = "fcos_static_postprocess"
+    tolerance = 1e-5
+
+    def targets(self):
+        from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+        from mmdet.models.dense_heads.fcos_head import FCOSHead
+
+        backend = "onnx"
+        if is_npu(self.device):
+            require_torch_npu(self.name)
+            backend = "npu"
+        return [(FCOSHead, "predict_by_feat",
+                 make_predict_by_feat(backend, BaseDenseHead.predict_by_feat))]

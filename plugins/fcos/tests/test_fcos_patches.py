@@ -1,0 +1,189 @@
+"""The vendored patches: applied/reverted through the hook, and equivalent to unpatched mmdet on CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+from fcos_testlib import SMALL, build_fcos, fcos_config, fcos_spec, sorted_rows, spread_scores
+
+from detcore.errors import MissingDependency
+from detcore_fcos.patches import PATCHES, StaticPostprocessPatch, apply_all
+
+
+@pytest.fixture(scope="module")
+def model():
+    return spread_scores(build_fcos(*SMALL, "data.input_size=[160,224]"), seed=3).eval()
+
+
+def images(batch=2, h=160, w=224, seed=1):
+    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def detections(model, x):
+    with torch.no_grad():
+        return [sorted_rows(o["boxes"], o["scores"], o["labels"]) for o in model(x)]
+
+
+def head_owns_predict():
+    from mmdet.models.dense_heads.fcos_head import FCOSHead
+
+    return "predict_by_feat" in FCOSHead.__dict__
+
+
+def test_every_patch_documents_limitation_and_tolerance():
+    for cls in PATCHES:
+        doc = cls.__doc__ or ""
+        assert "NPU limitation" in doc and "Tolerance" in doc, cls
+        assert cls.tolerance >= 0 and cls.name != "unnamed"
+
+
+def test_hook_applies_and_core_reverts():
+    registry, spec = fcos_spec()
+    config = fcos_config(*SMALL)
+    groups = registry.hook.apply_npu_patches(spec=spec, config=config, device=torch.device("cpu"))
+    applied = [p for group in groups for p in group or []]
+    try:
+        assert [p.name for p in applied] == [c.name for c in PATCHES]
+        assert all(p.applied for p in applied) and head_owns_predict()
+    finally:
+        for patch in reversed(applied):
+            patch.revert()
+    assert not head_owns_predict() and not any(p.applied for p in applied)
+
+
+def test_hook_ignores_other_models():
+    from dataclasses import replace
+
+    registry, spec = fcos_spec()
+    other = replace(spec, name="not-fcos")
+    groups = registry.hook.apply_npu_patches(spec=other, config=fcos_config(), device=torch.device("cpu"))
+    fcos_groups = [g for g in groups if g]
+    assert all(p.name not in {c.name for c in PATCHES} for g in fcos_groups for p in g)
+
+
+def test_npu_branch_without_torch_npu_fails_cleanly_and_leaves_nothing_applied():
+    try:
+        import torch_npu  # noqa: F401
+        pytest.skip("torch_npu is installed")
+    except ImportError:
+        pass
+    with pytest.raises(MissingDependency, match="torch_npu"):
+        apply_all(fcos_config(), _NpuDevice())
+    assert not head_owns_predict()
+
+
+class _NpuDevice:
+    """Stands for ``torch.device("npu")``, which needs torch_npu to exist."""
+
+    type = "npu"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_static_postprocess_equals_mmdet(model, seed):
+    x = images(seed=seed)
+    reference = detections(model, x)
+    assert all(len(r) > 10 for r in reference), "the test needs detections to compare"
+    with StaticPostprocessPatch(torch.device("cpu")):
+        patched = detections(model, x)
+    assert not head_owns_predict()
+    for ref, got in zip(reference, patched):
+        assert ref.shape == got.shape
+        torch.testing.assert_close(got, ref, atol=StaticPostprocessPatch.tolerance, rtol=0)
+
+
+def test_static_postprocess_rescale_and_thresholds(model):
+    """mmdet's own ``predict(rescale=True)`` with another score threshold and nms_pre."""
+    from mmengine.config import ConfigDict
+
+    x = images(seed=4)
+    samples = model.data_samples(x)
+    for s in samples:
+        s.set_metainfo({"scale_factor": (0.5, 0.25)})
+    head = model.model.bbox_head
+    saved = head.test_cfg
+    head.test_cfg = ConfigDict(dict(saved, score_thr=0.3, nms_pre=50, min_bbox_size=4.0))
+    try:
+        with torch.no_grad():
+            ref = model.model.predict(model.normalise(x), samples, rescale=True)
+            with StaticPostprocessPatch(torch.device("cpu")):
+                got = model.model.predict(model.normalise(x), samples, rescale=True)
+    finally:
+        head.test_cfg = saved
+    for r, g in zip(ref, got):
+        r, g = r.pred_instances, g.pred_instances
+        assert len(r) > 0
+        torch.testing.assert_close(sorted_rows(g.bboxes, g.scores, g.labels),
+                                   sorted_rows(r.bboxes, r.scores, r.labels), atol=1e-4, rtol=0)
+
+
+def test_export_forward_equals_mmdet_predict(model):
+    """The exported graph's PyTorch side is the same post-processing: fixed shapes, same detections."""
+    x = images(seed=5)
+    reference = detections(model, x)
+    with torch.no_grad():
+        labels, dets = model.export_forward(x)
+    assert labels.shape == (2, 100) and dets.shape == (2, 100, 5) and labels.dtype == torch.int64
+    for i, ref in enumerate(reference):
+        keep = labels[i] >= 0
+        assert bool((dets[i, ~keep] == 0).all())
+        assert bool((dets[i, :-1, 4] >= dets[i, 1:, 4]).all()), "rows in descending score order"
+        got = sorted_rows(dets[i, keep, :4], dets[i, keep, 4], labels[i, keep])
+        torch.testing.assert_close(got, ref[:100], atol=1e-5, rtol=0)
+
+
+def test_empty_predictions_keep_fixed_shapes():
+    model = build_fcos(*SMALL).eval()  # fresh: every score at the 0.01 prior, below 0.05
+    x = images(h=128, w=128)
+    with torch.no_grad():
+        assert all(len(o["scores"]) == 0 for o in model(x))
+        with StaticPostprocessPatch(torch.device("cpu")):
+            assert all(len(o["scores"]) == 0 for o in model(x))
+        labels, dets = model.export_forward(x)
+    assert labels.shape == (2, 100) and bool((labels == -1).all()) and bool((dets == 0).all())
+
+
+def test_onnx_nms_matches_onnxruntime_operator():
+    """The eager side of the NonMaxSuppression Function against onnxruntime's operator."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from detcore_fcos.postprocess import OnnxNMS
+
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 300, 2, generator=gen) * 100
+    wh = torch.rand(2, 300, 2, generator=gen) * 40 + 1
+    boxes = torch.cat([xy, xy + wh], -1)
+    scores = torch.rand(2, 4, 300, generator=gen) * (torch.rand(2, 4, 300, generator=gen) > 0.5)
+    max_per_class, iou, thr = 7, 0.4, 0.2
+    got = OnnxNMS.apply(boxes, scores, max_per_class, iou, thr)
+
+    node = helper.make_node("NonMaxSuppression", ["b", "s", "m", "i", "t"], ["out"])
+    graph = helper.make_graph(
+        [node], "nms",
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 300, 4]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 4, 300])],
+        [helper.make_tensor_value_info("out", TensorProto.INT64, None)],
+        [helper.make_tensor("m", TensorProto.INT64, [1], [max_per_class]),
+         helper.make_tensor("i", TensorProto.FLOAT, [1], [iou]),
+         helper.make_tensor("t", TensorProto.FLOAT, [1], [thr])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    proto.ir_version = 7
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"b": boxes.numpy(), "s": scores.numpy()})[0]
+    assert len(want) > 20
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, np.asarray(want).tolist()))
+
+
+def test_candidates_match_mmdet_filter_scores_and_topk():
+    """top-k then mask == mask then top-k (mmdet's ``filter_scores_and_topk``), per level."""
+    from mmdet.models.utils import filter_scores_and_topk
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(500, 3, generator=gen)
+    for thr, k in ((0.05, 1000), (0.9, 50), (0.5, 10)):
+        ref, ref_labels, ref_idx, _ = filter_scores_and_topk(scores, thr, k)
+        top, idx = scores.reshape(-1).topk(min(k, scores.numel()))
+        valid = top > thr
+        assert torch.equal(top[valid], ref)
+        assert torch.equal(idx[valid] // 3, ref_idx) and torch.equal(idx[valid] % 3, ref_labels)
