@@ -1,0 +1,172 @@
+"""SOLOv2 (mmdet 3.3's ``SOLOv2`` detector) behind detcore's :class:`~detcore.model.Detector`.
+
+Training and evaluation go through mmdet's own ``loss``/``predict`` (patched or not, see
+:mod:`detcore_solov2.patches`) via core's mmdet adapter. SOLOv2 predicts masks, not
+boxes (mmdet fills ``bboxes`` with zeros), so boxes are the masks' tight bounding boxes,
+as mmdet's ``mask2bbox``; that gives bbox mAP too. ``export_forward`` runs the network
+and :func:`detcore_solov2.static.postprocess` in fixed shapes.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from pathlib import Path
+
+import torch
+
+from detcore.adapters.mmdet import MMDetDetector, build_model, load_config
+from detcore.errors import UserError
+
+from . import static
+
+log = logging.getLogger("detcore.solov2")
+
+#: ResNet block expansion per depth (BasicBlock 1, Bottleneck 4).
+EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4, 152: 4}
+
+
+class SOLOv2Detector(MMDetDetector):
+    task_type = "segm"
+    export_output_names = ("dets", "labels", "masks")
+
+    def __init__(self, model, mean, std, bgr: bool, max_detections: int = 100):
+        super().__init__(model, mean, std, bgr, task_type="segm")
+        self.max_detections = int(max_detections)
+        head = model.mask_head
+        self.register_buffer("point_strides", static.point_strides(head.num_grids, head.strides),
+                             persistent=False)
+
+    def forward(self, images, targets=None):
+        if self.training:
+            return super().forward(images, targets)
+        results = self.model.predict(self.normalise(images), self.data_samples(images),
+                                     rescale=False)
+        return [_to_detcore(r.pred_instances) for r in results]
+
+    def export_forward(self, images):
+        """Fixed-shape outputs: ``dets`` (B, N, 5), ``labels`` (B, N) (-1 empty), ``masks``.
+
+        ``masks`` (B, N, H, W) are mask probabilities on the input canvas (mmdet thresholds
+        them at ``mask_thr`` = 0.5; so does core's evaluation); empty slots are all zero.
+        N = ``eval.max_detections``. Boxes are the tight boxes of the thresholded masks.
+        """
+        head = self.model.mask_head
+        cfg = head.test_cfg
+        feats = self.model.extract_feat(self.normalise(images))
+        kernel_preds, cls_preds, mask_feats = head(feats)
+        cls_scores = [static.point_nms(c.sigmoid()) for c in cls_preds]
+        kernels, scores = static.flatten_levels(kernel_preds, cls_scores)
+        scores, labels, probs, valid = static.postprocess(
+            kernels, scores, mask_feats, self.point_strides, score_thr=cfg.score_thr,
+            mask_thr=cfg.mask_thr, filter_thr=cfg.filter_thr, nms_pre=cfg.nms_pre,
+            max_per_img=self.max_detections, kernel=cfg.kernel, sigma=cfg.sigma)
+        h, w = images.shape[-2:]
+        probs = static.upsample_masks(probs, head.mask_stride, (h, w), (h, w))
+        boxes = static.masks_to_boxes(probs > cfg.mask_thr)
+        dets = torch.cat([boxes, scores[..., None]], dim=-1) * valid[..., None].to(boxes.dtype)
+        return dets, labels, probs
+
+    def class_parameter_prefixes(self) -> tuple[str, ...]:
+        return ("model.mask_head.conv_cls.",)
+
+
+def _to_detcore(pred) -> dict:
+    masks = pred.masks.bool()
+    labels = pred.labels.to(torch.int64)
+    return {"boxes": static.masks_to_boxes(masks), "scores": pred.scores.float(),
+            "labels": labels, "masks": masks}
+
+
+def mmdet_model_config(config: dict, num_classes: int):
+    """The mmdet ``model`` config of ``config["model"]["mmdet_config"]`` with detcore's keys applied."""
+    mcfg = config["model"]
+    cfg = load_config(str(mcfg["mmdet_config"]))
+    m = copy.deepcopy(cfg.model)
+    preprocessor = m.pop("data_preprocessor")
+    bb = m.backbone
+    bb.init_cfg = None  # nothing is downloaded; weights come from model.backbone_weights
+    bb.frozen_stages = int(mcfg["frozen_stages"])
+    bb.norm_eval = bool(mcfg["norm_eval"])
+    depth, base = int(mcfg["depth"]), int(mcfg["base_channels"])
+    if depth not in EXPANSION:
+        raise UserError(f"model.depth {depth}: use one of {', '.join(map(str, EXPANSION))}")
+    if depth != int(bb.depth) or base != int(bb.get("base_channels", 64)):
+        bb.depth, bb.base_channels = depth, base
+        m.neck.in_channels = [base * EXPANSION[depth] * 2 ** i
+                              for i in range(len(m.neck.in_channels))]
+    fpn = int(mcfg["fpn_channels"])
+    m.neck.out_channels = fpn
+    head = m.mask_head
+    head.in_channels = fpn
+    head.mask_feature_head.in_channels = fpn
+    head.num_classes = int(num_classes)
+    head.feat_channels = int(mcfg["feat_channels"])
+    head.stacked_convs = int(mcfg["stacked_convs"])
+    head.num_grids = [int(g) for g in mcfg["num_grids"]]
+    if len(head.num_grids) != len(head.strides):
+        raise UserError(f"model.num_grids needs {len(head.strides)} values (one per level), "
+                        f"got {head.num_grids}")
+    head.mask_feature_head.feat_channels = int(mcfg["mask_feat_channels"])
+    head.mask_feature_head.out_channels = int(mcfg["mask_out_channels"])
+    test = m.test_cfg
+    test.score_thr = float(mcfg["score_thr"])
+    test.mask_thr = float(mcfg["mask_thr"])
+    test.nms_pre = int(mcfg["nms_pre"])
+    test.filter_thr = float(config["eval"]["score_threshold"])
+    test.max_per_img = int(config["eval"]["max_detections"])
+    return m, preprocessor
+
+
+@contextlib.contextmanager
+def _quiet_mmengine():
+    """mmengine logs one line per parameter on ``init_weights``: keep it to warnings."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_backbone_weights(backbone: torch.nn.Module, path: str) -> int:
+    """Load a local ResNet checkpoint (torchvision or mmdet layout) into mmdet's ResNet."""
+    from detcore.checkpoint import load_checkpoint, model_state
+
+    file = Path(path).expanduser()
+    state = model_state(load_checkpoint(file), prefer_ema=False)
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ("module.", "model.", "backbone."):
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        if not key.startswith("fc."):
+            cleaned[key] = value
+    own = backbone.state_dict()
+    usable = {k: v for k, v in cleaned.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if len(usable) < 0.5 * len(own):
+        raise UserError(f"model.backbone_weights {file}: only {len(usable)} of {len(own)} backbone "
+                        f"tensors match; pass a ResNet-{getattr(backbone, 'depth', '?')} "
+                        f"checkpoint (torchvision layout, e.g. resnet50-19c8e357.pth)")
+    backbone.load_state_dict(usable, strict=False)
+    return len(usable)
+
+
+def build(config: dict, num_classes: int) -> SOLOv2Detector:
+    model_cfg, pre = mmdet_model_config(config, num_classes)
+    with _quiet_mmengine():
+        net = build_model(model_cfg)
+        net.init_weights()
+    weights = str(config["model"]["backbone_weights"] or "")
+    if weights:
+        n = load_backbone_weights(net.backbone, weights)
+        log.info("loaded %d backbone tensors from %s", n, weights)
+    elif net.backbone.frozen_stages >= 0 or net.backbone.norm_eval:
+        log.warning("SOLOv2: no model.backbone_weights but the backbone is frozen (frozen_stages=%d, "
+                    "norm_eval=%s) as for pretrained weights; pass --set model.backbone_weights=FILE "
+                    "or --set model.frozen_stages=-1 --set model.norm_eval=false",
+                    net.backbone.frozen_stages, net.backbone.norm_eval)
+    return SOLOv2Detector(net, list(pre.mean), list(pre.std), bgr=not pre.get("bgr_to_rgb", False),
+                          max_detections=int(config["eval"]["max_detections"]))

@@ -1,0 +1,83 @@
+"""The real CLI, end to end: train -> eval -> finetune -> predict -> export -> infer (slow)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import solov2_util as U
+from detcore.result import validate_result
+
+pytestmark = pytest.mark.slow
+
+MODEL = "solov2-light"
+SMALL = ["--device", "cpu", "--no-progress",
+         *[arg for s in U.TINY for arg in ("--set", s)],
+         "--set", "data.synthetic.num_train=16", "--set", "data.synthetic.num_val=8",
+         "--set", "data.synthetic.min_size=96", "--set", "data.synthetic.max_size=160"]
+SEGM_KEYS = ("segm_mAP", "segm_mAP_50", "segm_mAP_75", "bbox_mAP", "bbox_mAP_50")
+
+
+#: detcore.predict.predict_images interpolates an empty (1, 0, H, W) mask stack when an image
+#: has no detection above the threshold (torch refuses); reported to core with a fix.
+CORE_EMPTY_MASKS_BUG = "Non-empty 4D data tensor expected"
+
+
+def detcore(work: Path, task: str, *args: str) -> dict:
+    out = work / task
+    cmd = [sys.executable, "-m", "detcore.cli", "run", "--model", MODEL, "--task", task,
+           "--work-dir", str(out), *SMALL, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=900)
+    if task == "predict" and proc.returncode != 0 and CORE_EMPTY_MASKS_BUG in proc.stderr:
+        pytest.xfail("core bug: predict_images cannot draw an image with no masks (see report)")
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-3000:]}"
+    result = json.loads((out / "result.json").read_text())
+    assert validate_result(result) == [], result
+    assert result["status"] == "ok" and result["model"] == MODEL and result["task"] == task
+    assert result["versions"]["mmdet"] == "3.3.0" and result["versions"]["mmcv"] == "2.1.0"
+    assert result["versions"]["mmengine"] == "0.10.7"
+    return result
+
+
+def test_cli_workflow(tmp_path):
+    train = detcore(tmp_path, "train", "--set", "train.epochs=2", "--patches", "on")
+    m = train["metrics"]
+    assert m["steps"] == 16 and m["final_loss"] > 0 and all(k in m for k in SEGM_KEYS)
+    assert train["artifacts"]["patches"] == ["static_targets", "fixed_matrix_nms"]
+    ckpt = train["artifacts"]["checkpoint"]
+    assert Path(ckpt).is_file()
+
+    ev = detcore(tmp_path, "eval", "--weights", ckpt)
+    assert all(0.0 <= ev["metrics"][k] <= 1.0 for k in SEGM_KEYS)
+    predictions = json.loads(Path(ev["artifacts"]["predictions"]).read_text())
+    assert all("segmentation" in p and p["bbox"][2] > 0 for p in predictions)
+
+    # another class count: the class layer is re-initialised
+    ft = detcore(tmp_path, "finetune", "--weights", ckpt, "--set", "data.synthetic.num_classes=2",
+                 "--set", "train.max_steps=2", "--set", "train.eval_after=false")
+    assert ft["metrics"]["steps"] == 2 and ft["artifacts"]["init_weights"] == ckpt
+    ft_ckpt = ft["artifacts"]["checkpoint"]
+
+    exp = detcore(tmp_path, "export", "--weights", ckpt)
+    assert exp["artifacts"]["onnx_outputs"] == ["dets", "labels", "masks"]
+    diffs = {k: v for k, v in exp["metrics"].items() if k.startswith("parity_max_abs_diff")}
+    assert set(diffs) == {f"parity_max_abs_diff_{n}" for n in ("dets", "labels", "masks")}
+    assert all(v <= 1e-3 for v in diffs.values()), diffs
+
+    inf = detcore(tmp_path, "infer", "--engine", "onnxruntime", "--weights", exp["artifacts"]["onnx"])
+    assert all(k in inf["metrics"] for k in SEGM_KEYS) and inf["fps"] > 0
+    for key in ("segm_mAP", "bbox_mAP"):  # the exported graph is the eval model
+        assert abs(inf["metrics"][key] - ev["metrics"][key]) <= 0.05, (key, inf, ev)
+
+    # last, so a core failure on an image without detections cannot hide the steps above;
+    # with the trained weights (the finetuned class layer is fresh) and a low score_thr, so
+    # that the briefly trained model draws something
+    assert Path(ft_ckpt).is_file()
+    pred = detcore(tmp_path, "predict", "--weights", ckpt, "--set", "predict.max_images=2",
+                   "--set", "predict.score_threshold=0.0", "--set", "model.score_thr=0.02")
+    assert pred["metrics"]["images"] == 2 and pred["metrics"]["detections"] > 0
+    assert all(Path(p["output"]).is_file() for p in pred["artifacts"]["predicted"])

@@ -1,0 +1,254 @@
+"""The vendored patches: applied and reverted exactly, and equal to mmdet 3.3's code on CPU."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import solov2_util as U
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return U.config()
+
+
+def _losses(model, imgs, tgts):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    losses = model(imgs, tgts)
+    sum(losses.values()).backward()
+    head = model.model.mask_head
+    # mmdet leaves the kernel branch without a gradient (None) when nothing is positive;
+    # the patched graph is always the same (zero gradient), which DDP needs anyway
+    grads = {name: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+             for name, p in (("grad_cls", head.conv_cls.weight),
+                             ("grad_kernel", head.conv_kernel.weight))}
+    return {**{k: v.detach() for k, v in losses.items()}, **grads}
+
+
+def test_apply_returns_patches_and_revert_restores_upstream(cfg):
+    from mmdet.models.dense_heads.solov2_head import SOLOV2Head
+
+    from detcore.patching import Patch
+    from detcore_solov2.patches import PATCHES, apply_all
+
+    before = dict(vars(SOLOV2Head))
+    applied = apply_all(cfg, torch.device("cpu"))
+    try:
+        assert [p.name for p in applied] == ["static_targets", "fixed_matrix_nms"]
+        assert [type(p) for p in applied] == list(PATCHES)
+        for p in applied:
+            assert isinstance(p, Patch) and p.applied
+            doc = type(p).__doc__
+            assert "NPU" in doc and "Tolerance" in doc and 0 < p.tolerance <= 1e-5
+        assert vars(SOLOV2Head)["loss_by_feat"] is not before["loss_by_feat"]
+        assert vars(SOLOV2Head)["_predict_by_feat_single"] is not before["_predict_by_feat_single"]
+    finally:
+        for p in reversed(applied):
+            p.revert()
+    assert dict(vars(SOLOV2Head)) == before
+    assert not any(p.applied for p in applied)
+
+
+def test_patches_for_other_models_are_none(cfg):
+    from detcore.spec import ModelSpec
+    from detcore_solov2 import plugin
+
+    assert plugin.apply_npu_patches(spec=ModelSpec(name="fcos"), config=cfg, device=None) is None
+    assert plugin.build_model(spec=ModelSpec(name="fcos"), config=cfg, num_classes=3) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_static_targets_losses_and_grads_equal_mmdet(cfg, seed):
+    from detcore_solov2.patches import StaticTargetsPatch
+
+    model = U.build(cfg, seed=seed)
+    imgs = U.images(3, seed=seed)
+    tgts = U.targets(3, seed=seed, max_objects=6, empty_image=seed == 1)
+    ref = _losses(model, imgs, tgts)
+    with StaticTargetsPatch(max_instances=8, max_positives=128):
+        got = _losses(model, imgs, tgts)
+    tol = StaticTargetsPatch.tolerance
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert torch.allclose(got[key], ref[key], atol=tol, rtol=tol), (key, got[key], ref[key])
+
+
+def test_static_targets_with_no_instances_at_all(cfg):
+    from detcore_solov2.patches import StaticTargetsPatch
+
+    model = U.build(cfg)
+    tgts = U.targets(2, seed=3, max_objects=0)
+    ref = _losses(model, U.images(2), tgts)
+    with StaticTargetsPatch(max_instances=4, max_positives=16):
+        got = _losses(model, U.images(2), tgts)
+    assert float(ref["loss_mask"]) == float(got["loss_mask"]) == 0.0
+    assert torch.allclose(got["loss_cls"], ref["loss_cls"], rtol=1e-5, atol=1e-6)
+
+
+def test_assignment_matches_mmdet_targets_exactly(cfg):
+    """Label grids, positive cells, num_pos and the (cell, mask) pairs equal mmdet's."""
+    from mmengine.structures import InstanceData
+
+    from detcore_solov2 import static
+    from mmdet.structures.mask import BitmapMasks
+
+    model = U.build(cfg)
+    head = model.model.mask_head
+    h, w = U.SIZE
+    featmap = (h // 4, w // 4)
+    for seed in range(4):
+        (t,) = U.targets(1, seed=10 + seed, max_objects=8)
+        gt = InstanceData(bboxes=t["boxes"], labels=t["labels"],
+                          masks=BitmapMasks(t["masks"].numpy(), h, w))
+        ref_targets, ref_labels, ref_pos, ref_index = head._get_targets_single(gt, featmap_sizes=featmap)
+        count, ch, cw, small = static.gt_mask_stats(t["masks"].numpy(), 4, featmap, 10)
+        n = len(t["labels"])
+        boxes = torch.zeros(1, 10, 4)
+        boxes[0, :n] = t["boxes"]
+        labels = torch.zeros(1, 10, dtype=torch.int64)
+        labels[0, :n] = t["labels"]
+        valid = (torch.arange(10) < n)[None] & (count[None] > 0)
+        got = static.assign_targets(boxes, labels, valid, ch[None], cw[None],
+                                    num_classes=head.num_classes, num_grids=head.num_grids,
+                                    scale_ranges=head.scale_ranges, pos_scale=head.pos_scale,
+                                    upsampled_size=(featmap[0] * 4, featmap[1] * 4),
+                                    max_positives=256)
+        assert int(got["dropped"]) == 0
+        offsets = np.cumsum([0] + [g * g for g in head.num_grids])
+        slots = got["slot_valid"][0]
+        points = got["slot_point"][0][slots].tolist()
+        owners = got["slot_gt"][0][slots].tolist()
+        expected_points, expected_masks = [], []
+        for lvl, (lab, pos, idx, tgt) in enumerate(zip(ref_labels, ref_pos, ref_index, ref_targets)):
+            assert torch.equal(got["labels"][lvl][0].long(), lab.flatten()), (seed, lvl)
+            assert torch.equal(got["pos"][lvl][0], pos), (seed, lvl)
+            expected_points += [int(offsets[lvl] + i) for i in idx]
+            expected_masks += list(tgt)
+        assert points == expected_points, seed
+        assert int(got["num_pos"]) == sum(int(p.sum()) for p in ref_pos)
+        for owner, mask in zip(owners, expected_masks):
+            assert torch.equal(small[owner], mask), seed
+
+
+def test_mask_stats_batched_rescale_equals_per_instance():
+    """Centres equal mmdet's center_of_mass; >128 instances are resized in chunks identically."""
+    import mmcv
+
+    from detcore_solov2 import static
+    from mmdet.models.utils.misc import center_of_mass
+
+    rng = np.random.default_rng(0)
+    masks = (rng.random((130, 61, 83)) > 0.6).astype(np.uint8)
+    masks[5] = 0
+    count, ch, cw, small = static.gt_mask_stats(masks, 4, (16, 21), 140)
+    for i in range(130):
+        ref_h, ref_w = center_of_mass(torch.from_numpy(masks[i]).bool())
+        assert float(ch[i]) == float(ref_h) and float(cw[i]) == float(ref_w), i
+        ref = mmcv.imrescale(masks[i], 1 / 4)
+        assert np.array_equal(small[i, :ref.shape[0], :ref.shape[1]].numpy(), ref), i
+    assert int(count[5]) == 0 and count[130:].sum() == 0
+
+
+def test_static_targets_warn_on_truncation(cfg):
+    from detcore_solov2.patches import StaticTargetsPatch
+
+    model = U.build(cfg)
+    tgts = U.targets(2, seed=4, max_objects=6)
+    with StaticTargetsPatch(max_instances=2, max_positives=4), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        losses = model.train()(U.images(2), tgts)
+    assert all(torch.isfinite(v) for v in losses.values())
+    messages = " ".join(str(x.message) for x in w)
+    assert "max_instances=2" in messages and "max_positives=4" in messages
+
+
+def _candidates(model, imgs) -> list[int]:
+    """How many (point, class) scores pass score_thr after point NMS, per image."""
+    from detcore_solov2 import static
+
+    head = model.model.mask_head
+    with torch.no_grad():
+        kernels, cls, _ = head(model.model.extract_feat(model.normalise(imgs)))
+        _, scores = static.flatten_levels(kernels, [static.point_nms(c.sigmoid()) for c in cls])
+    return (scores > head.test_cfg.score_thr).sum((1, 2)).tolist()
+
+
+def test_fixed_matrix_nms_predictions_equal_mmdet(cfg):
+    from detcore_solov2.patches import FixedMatrixNmsPatch
+
+    model = U.spread_scores(U.build(cfg), bias=-2.8).eval()
+    imgs = U.images(2, seed=5)
+    # the documented condition: at most nms_pre candidates (here 160-170 of nms_pre=200)
+    assert max(_candidates(model, imgs)) <= model.model.mask_head.test_cfg.nms_pre
+    with torch.no_grad():
+        ref = model(imgs)
+        with FixedMatrixNmsPatch():
+            got = model(imgs)
+    tol = FixedMatrixNmsPatch.tolerance
+    assert sum(len(r["scores"]) for r in ref) > 4, "the check needs detections"
+    for r, g in zip(ref, got):
+        assert len(r["scores"]) == len(g["scores"])
+        assert torch.allclose(g["scores"], r["scores"], atol=tol, rtol=tol)
+        assert torch.equal(g["labels"], r["labels"])
+        assert torch.equal(g["masks"], r["masks"])
+        assert torch.equal(g["boxes"], r["boxes"])
+
+
+def test_static_matrix_nms_equals_mmdet_mask_matrix_nms():
+    from detcore_solov2 import static
+    from mmdet.models.layers import mask_matrix_nms
+
+    g = torch.Generator().manual_seed(0)
+    for kernel in ("gaussian", "linear"):
+        n, pad = 30, 10
+        masks = torch.rand(n, 12, 12, generator=g) > 0.5
+        labels = torch.randint(0, 3, (n,), generator=g)
+        scores = torch.rand(n, generator=g).sort(descending=True).values
+        area = masks.sum((1, 2)).float()
+        ref_scores, ref_labels, _, ref_keep = mask_matrix_nms(masks, labels, scores, mask_area=area,
+                                                              kernel=kernel, sigma=2.0)
+        # fixed size: the valid entries first, then padding that must change nothing
+        fm = torch.cat([masks.flatten(1).float(), torch.rand(pad, 144, generator=g).round()])[None]
+        lab = torch.cat([labels, torch.zeros(pad, dtype=torch.int64)])[None]
+        sc = torch.cat([scores, torch.zeros(pad)])[None]
+        ar = torch.cat([area, torch.zeros(pad)])[None]
+        valid = (torch.arange(n + pad) < n)[None]
+        decayed = static.matrix_nms_static(fm, lab, sc, ar, valid, kernel, 2.0)[0, :n]
+        order = decayed.sort(descending=True).indices
+        assert torch.allclose(decayed[order], ref_scores, atol=1e-6, rtol=1e-6), kernel
+        assert torch.equal(order, ref_keep), kernel
+
+
+def test_patched_model_under_autocast(cfg):
+    """Mask areas and intersections stay float32 under autocast (H x W exceeds fp16's range)."""
+    model = U.spread_scores(U.build(cfg), bias=-2.8)
+    imgs, tgts = U.images(2, seed=5), U.targets(2, seed=6)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model.train()(imgs, tgts)
+            with torch.no_grad():
+                outs = model.eval()(imgs)
+                dets, _, masks = model.export_forward(imgs)
+        return losses, outs, dets, masks
+
+    losses, outs, dets, masks = U.patched(cfg, run)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert sum(len(o["scores"]) for o in outs) > 0
+    assert dets.dtype == torch.float32 and torch.isfinite(dets).all() and torch.isfinite(masks).all()
+
+
+def test_fixed_matrix_nms_empty_result_matches_mmdet(cfg):
+    from detcore_solov2.patches import FixedMatrixNmsPatch
+
+    model = U.build(cfg).eval()  # mmdet's prior: no score passes score_thr
+    with torch.no_grad():
+        ref = model(U.images(1))[0]
+        with FixedMatrixNmsPatch():
+            got = model(U.images(1))[0]
+    assert len(ref["scores"]) == len(got["scores"]) == 0
+    assert ref["masks"].shape == got["masks"].shape == (0, *U.SIZE)
