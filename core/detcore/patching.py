@@ -8,7 +8,9 @@ around and the tolerance it is equivalent within, and implement ``targets()``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Iterable
+
+from .errors import MissingDependency
 
 
 class Patch:
@@ -56,3 +58,32 @@ class Patch:
 
 
 _MISSING = object()
+
+
+def apply_patches(patches: Iterable[Patch]) -> list[Patch]:
+    """Apply ``patches`` in order; if one fails, revert those already applied and re-raise."""
+    applied: list[Patch] = []
+    try:
+        for patch in patches:
+            applied.append(patch.apply())
+    except BaseException:
+        for patch in reversed(applied):
+            patch.revert()
+        raise
+    return applied
+
+
+def is_npu(device) -> bool:
+    return device is not None and getattr(device, "type", str(device)) == "npu"
+
+
+def require_torch_npu(patch_name: str):
+    """Import torch_npu for a patch's NPU branch, or fail with one line that names it."""
+    try:
+        import torch_npu
+    except ImportError:
+        raise MissingDependency(
+            f"patch {patch_name}: the NPU version needs torch_npu, which is not installed "
+            f"(pip install 'detcore[npu]' on a host with CANN); on CPU/GPU the portable "
+            f"version is used instead") from None
+    return torch_npu

@@ -13,6 +13,8 @@ from .fused_sgd import FusedSgdPatch
 from .one_hot import OneHotPatch
 from .static_same_pad import StaticSamePadPatch
 
+from detcore.patching import apply_patches
+
 #: In application order. The float32-metrics change of the reference needs no patch:
 #: core scores with pycocotools on the host (see README).
 PATCHES = (StaticSamePadPatch, OneHotPatch, FixedSizeNmsPatch, FpnCombineStackPatch, FusedSgdPatch)
@@ -20,15 +22,7 @@ PATCHES = (StaticSamePadPatch, OneHotPatch, FixedSizeNmsPatch, FpnCombineStackPa
 
 def apply_all(config, device) -> list:
     """Apply every patch for ``device``; on failure revert those already applied."""
-    applied = []
-    try:
-        for cls in PATCHES:
-            applied.append(cls(device).apply())
-    except BaseException:
-        for patch in reversed(applied):
-            patch.revert()
-        raise
-    return applied
+    return apply_patches(cls(device) for cls in PATCHES)
 
 
 __all__ = ["PATCHES", "apply_all", "FixedSizeNmsPatch", "FpnCombineStackPatch", "FusedSgdPatch",

@@ -5,7 +5,7 @@ from typing import Optional
 
 from detcore.patching import Patch
 
-from ._npu import is_npu, torch_npu
+from detcore.patching import is_npu, require_torch_npu
 
 #: effdet's NMS IoU threshold (hard-coded in ``effdet.anchors.generate_detections``).
 IOU_THRESHOLD = 0.5
@@ -70,7 +70,7 @@ def batch_detection_npu(batch_size: int, class_out, box_out, anchor_boxes, indic
     """
     import torch
 
-    npu = torch_npu(FixedSizeNmsPatch.name)
+    npu = require_torch_npu(FixedSizeNmsPatch.name)
     if soft_nms:
         raise NotImplementedError("soft-NMS has no fixed-shape version; use hard NMS")
     out = []
@@ -120,7 +120,7 @@ class FixedSizeNmsPatch(Patch):
         from effdet import bench
 
         if is_npu(self.device):
-            torch_npu(self.name)
+            require_torch_npu(self.name)
             fn = batch_detection_npu
         else:
             fn = batch_detection_fixed

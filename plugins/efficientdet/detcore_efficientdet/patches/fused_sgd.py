@@ -5,7 +5,7 @@ import functools
 
 from detcore.patching import Patch
 
-from ._npu import is_npu, torch_npu
+from detcore.patching import is_npu, require_torch_npu
 
 
 def fused_sgd_factory(device):
@@ -13,7 +13,7 @@ def fused_sgd_factory(device):
     import torch
 
     if is_npu(device):
-        torch_npu(FusedSgdPatch.name)
+        require_torch_npu(FusedSgdPatch.name)
         from torch_npu.optim import NpuFusedSGD
 
         return NpuFusedSGD

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from detcore.patching import Patch
 
-from ._npu import is_npu, torch_npu
+from detcore.patching import is_npu, require_torch_npu
 
 
 def one_hot_portable(x, num_classes: int):
@@ -19,7 +19,7 @@ def one_hot_npu(x, num_classes: int):
     """The same through the NPU's OneHot kernel (TF semantics: out-of-range -> off_value)."""
     import torch
 
-    npu = torch_npu(OneHotPatch.name)
+    npu = require_torch_npu(OneHotPatch.name)
     x_non_neg = (x >= 0).unsqueeze(-1)
     onehot = npu.npu_one_hot(x.to(torch.int32), -1, num_classes, 1, 0)
     return onehot.to(torch.float32) * x_non_neg
@@ -50,7 +50,7 @@ class OneHotPatch(Patch):
         from effdet import loss
 
         if is_npu(self.device):
-            torch_npu(self.name)  # fail now, with the message, not mid-training
+            require_torch_npu(self.name)  # fail now, with the message, not mid-training
             fn = one_hot_npu
         else:
             fn = one_hot_portable

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 from .static_postprocess import StaticPostprocessPatch
 
+from detcore.patching import apply_patches
+
 #: In application order.
 PATCHES = (StaticPostprocessPatch,)
 
 
 def apply_all(config, device) -> list:
     """Apply every patch for ``device``; on failure revert those already applied."""
-    applied = []
-    try:
-        for cls in PATCHES:
-            applied.append(cls(device).apply())
-    except BaseException:
-        for patch in reversed(applied):
-            patch.revert()
-        raise
-    return applied
+    return apply_patches(cls(device) for cls in PATCHES)
 
 
 __all__ = ["PATCHES", "StaticPostprocessPatch", "apply_all"]

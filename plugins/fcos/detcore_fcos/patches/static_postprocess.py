@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from detcore.patching import Patch
 
-from ._npu import is_npu, require_torch_npu
+from detcore.patching import is_npu, require_torch_npu
 
 
 def make_predict_by_feat(backend: str, original):

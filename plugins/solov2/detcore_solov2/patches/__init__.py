@@ -21,6 +21,8 @@ from __future__ import annotations
 from .fixed_matrix_nms import FixedMatrixNmsPatch
 from .static_targets import StaticTargetsPatch
 
+from detcore.patching import apply_patches
+
 #: In application order.
 PATCHES = (StaticTargetsPatch, FixedMatrixNmsPatch)
 
@@ -30,15 +32,7 @@ def apply_all(config, device) -> list:
     mcfg = config.get("model", {})
     options = {StaticTargetsPatch: {"max_instances": int(mcfg.get("max_instances", 100)),
                                     "max_positives": int(mcfg.get("max_positives", 512))}}
-    applied = []
-    try:
-        for cls in PATCHES:
-            applied.append(cls(device, **options.get(cls, {})).apply())
-    except BaseException:
-        for patch in reversed(applied):
-            patch.revert()
-        raise
-    return applied
+    return apply_patches(cls(device, **options.get(cls, {})) for cls in PATCHES)
 
 
 __all__ = ["PATCHES", "apply_all", "FixedMatrixNmsPatch", "StaticTargetsPatch"]
