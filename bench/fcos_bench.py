@@ -88,8 +88,8 @@ def bench_overhead(args, work: Path, log) -> dict:
     from detcore_fcos.optim import build_optimizer
 
     torch.set_num_threads(args.threads)
-    sets = [*(QUICK_SETS if args.quick else []), "train.epochs=100000", "train.eval_after=false",
-            "train.log_interval=10", "train.checkpoint_every=100000"]
+    sets = [*(QUICK_SETS if args.quick else []), *args.set, "train.epochs=100000",
+            "train.eval_after=false", "train.log_interval=10", "train.checkpoint_every=100000"]
     opts = RunOptions(model=MODEL, task="train", device="cpu", work_dir=str(work / "overhead"),
                       sets=tuple(sets), progress=False, patches="off")
     ctx = prepare(Registry(), opts)
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--infer-images", type=int, default=32, help="(c) images timed in eager")
     parser.add_argument("--weights", help="(c) checkpoint to export (default: the one from (a))")
-    parser.add_argument("--set", action="append", default=[], help="extra --set for (a) and (c)")
+    parser.add_argument("--set", action="append", default=[], help="extra --set for every part")
     parser.add_argument("--threads", type=int, default=1, help="(a), (b) intra-op threads")
     parser.add_argument("--infer-threads", type=int, default=os.cpu_count() or 1,
                         help="(c) PyTorch intra-op threads")
