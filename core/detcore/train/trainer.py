@@ -49,7 +49,10 @@ class Trainer:
         self.model = model.to(self.device)
         if self.world_size > 1:
             if self.cfg["train"].get("sync_bn"):
-                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                # a model may convert itself (timm's BatchNormAct2d keeps its activation that way)
+                convert = getattr(self.model, "convert_sync_batchnorm", None)
+                self.model = (convert() if callable(convert)
+                              else torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model))
             ids = [self.device.index] if self.device.type != "cpu" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:

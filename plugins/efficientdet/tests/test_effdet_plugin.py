@@ -111,7 +111,7 @@ def test_train_step_finite_and_equal_to_effdet_bench(model):
     bbox, cls = effdet_targets(t, 100, x.device)
     torch.manual_seed(1)
     ref = bench((x - ours.pixel_mean) / ours.pixel_std, {"bbox": bbox, "cls": cls})
-    assert float(total) == pytest.approx(float(ref["loss"]), abs=1e-6)
+    assert float(total.detach()) == pytest.approx(float(ref["loss"].detach()), abs=1e-6)
 
 
 def test_eval_output_contract(model):
@@ -225,8 +225,8 @@ def test_baseline_train_step_is_effdets_bench(registry, model):
     opt_a.step()
     torch.manual_seed(3)
     loss_b = step(x, t)
-    assert float(loss_b) == pytest.approx(float(loss_a), abs=1e-6)
-    diff = max(float((a - b).abs().max()) for a, b in zip(ours.parameters(), theirs.parameters()))
+    assert float(loss_b) == pytest.approx(float(loss_a.detach()), abs=1e-6)
+    diff = max(float((a - b).detach().abs().max()) for a, b in zip(ours.parameters(), theirs.parameters()))
     assert diff < 1e-6
 
 
