@@ -8,9 +8,9 @@ did (see the plugin README's table). Importing this package does not import torc
 """
 from __future__ import annotations
 
-from .static_postprocess import StaticPostprocessPatch
-
 from detcore.patching import apply_patches
+
+from .static_postprocess import StaticPostprocessPatch
 
 #: In application order.
 PATCHES = (StaticPostprocessPatch,)
