@@ -81,3 +81,24 @@ def test_predict_writes_pngs(trained, run_cli, tmp_path):
     result = json.loads((tmp_path / "result.json").read_text())
     pngs = list((tmp_path / "images").glob("*.png"))
     assert len(pngs) == result["metrics"]["images"] > 0
+
+
+def test_predict_draws_images_without_detections(tmp_path):
+    """A segm model with nothing above the threshold still writes its PNG."""
+    import numpy as np
+    import torch
+
+    from detcore.predict import predict_images
+
+    class Empty(torch.nn.Module):
+        def forward(self, images):
+            h, w = images.shape[-2:]
+            return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+                     "labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, h, w)}]
+
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "a.png")
+    out = predict_images(Empty(), [tmp_path / "a.png"], (64, 64), torch.device("cpu"), ["x"],
+                         tmp_path / "out", 0.3)
+    assert out[0]["detections"] == 0 and (tmp_path / "out" / "a.png").is_file()

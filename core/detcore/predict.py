@@ -50,7 +50,7 @@ def predict_images(model, paths, input_size, device, class_names, out_dir: Path,
         boxes = (out["boxes"][keep] / scale).cpu().numpy()
         labels, scores = out["labels"][keep].cpu().tolist(), out["scores"][keep].cpu().tolist()
         masks = None
-        if "masks" in out:
+        if "masks" in out and bool(keep.any()):  # interpolate refuses an empty batch
             h, w = image.shape[:2]
             nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
             m = out["masks"][keep][:, :nh, :nw].float()[None].cpu()

@@ -116,7 +116,8 @@ def coco(model: str) -> dict:
         "model": model_section(cfg, relpath),
         "data": {"input_size": _input_size(cfg), "batch_size": per_device, "workers": 4,
                  "hflip": 0.5, "max_images": 0, "synthetic": dict(SYNTHETIC)},
-        "train": {"epochs": epochs, "amp": "fp16", "loss_scale": "128",  # a string, so --set train.loss_scale=dynamic works too
+        # loss_scale as a string, so that --set train.loss_scale=dynamic works too
+        "train": {"epochs": epochs, "amp": "fp16", "loss_scale": "128",
                   "clip_grad": float(cfg.optim_wrapper.clip_grad.max_norm), "ema": 0.0,
                   "log_interval": 50, "checkpoint_every": 1},
         "optimizer": {"name": "sgd", "lr": float(optim.lr), "momentum": float(optim.momentum),

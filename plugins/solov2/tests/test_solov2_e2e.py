@@ -24,7 +24,6 @@ SEGM_KEYS = ("segm_mAP", "segm_mAP_50", "segm_mAP_75", "bbox_mAP", "bbox_mAP_50"
 
 #: detcore.predict.predict_images interpolates an empty (1, 0, H, W) mask stack when an image
 #: has no detection above the threshold (torch refuses); reported to core with a fix.
-CORE_EMPTY_MASKS_BUG = "Non-empty 4D data tensor expected"
 
 
 def detcore(work: Path, task: str, *args: str) -> dict:
@@ -32,8 +31,6 @@ def detcore(work: Path, task: str, *args: str) -> dict:
     cmd = [sys.executable, "-m", "detcore.cli", "run", "--model", MODEL, "--task", task,
            "--work-dir", str(out), *SMALL, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=900)
-    if task == "predict" and proc.returncode != 0 and CORE_EMPTY_MASKS_BUG in proc.stderr:
-        pytest.xfail("core bug: predict_images cannot draw an image with no masks (see report)")
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-3000:]}"
     result = json.loads((out / "result.json").read_text())
     assert validate_result(result) == [], result

@@ -18,10 +18,10 @@ shapes). Importing this package does not import torch or mmdet.
 """
 from __future__ import annotations
 
+from detcore.patching import apply_patches
+
 from .fixed_matrix_nms import FixedMatrixNmsPatch
 from .static_targets import StaticTargetsPatch
-
-from detcore.patching import apply_patches
 
 #: In application order.
 PATCHES = (StaticTargetsPatch, FixedMatrixNmsPatch)
