@@ -24,6 +24,16 @@ def detcore(*args):
     return [sys.executable, "-m", "detcore.cli", *map(str, args)]
 
 
+def worker_pids(session: int) -> list[int]:
+    """The workers of a job started in its own session: the children of its torchrun
+    process (torchrun starts each worker in a session of its own)."""
+    agents = subprocess.run(["pgrep", "-s", str(session), "-f", "torch.distributed.run"],
+                            capture_output=True, text=True).stdout.split()
+    children = [subprocess.run(["pgrep", "-P", a], capture_output=True, text=True).stdout.split()
+                for a in agents]
+    return [int(p) for group in children for p in group]
+
+
 def read(path):
     return json.loads((path / "result.json").read_text())
 
@@ -92,11 +102,51 @@ def test_killed_worker_ends_the_job_without_hanging(tmp_path, cache_dir):
     deadline = time.time() + 120
     while not metrics.exists() and time.time() < deadline:
         time.sleep(0.5)
-    workers = subprocess.run(["pgrep", "-f", "-s", str(job.pid), "detcore.cli run"],
-                             capture_output=True, text=True).stdout.split()
-    victims = [int(p) for p in workers if int(p) != job.pid]
+    victims = worker_pids(job.pid)
     assert victims, "no worker processes found"
     os.kill(victims[-1], signal.SIGKILL)
     _, err = job.communicate(timeout=120)
     assert job.returncode != 0
     assert "worker job stopped" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_two_workers_killed_then_resumed_equal_uninterrupted(tmp_path, cache_dir):
+    """SIGKILL a worker mid-run, ``--resume`` with 2 workers: the same final weights."""
+    import torch
+
+    from detcore.checkpoint import load_checkpoint
+
+    env = cli_env(cache_dir)
+    args = ("--model", "tiny-fcos", "--task", "train", "--nproc", 2, "--set", "train.epochs=40",
+            "--set", "train.deterministic=true", "--set", "train.eval_after=false",
+            "--set", "train.dist_timeout_s=30", "--no-progress")
+    straight = tmp_path / "straight"
+    proc = subprocess.run(detcore("run", *args, "--master-port", free_port(), "--work-dir", straight),
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    cut = tmp_path / "cut"
+    job = subprocess.Popen(detcore("run", *args, "--master-port", free_port(), "--work-dir", cut),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           start_new_session=True)
+    ckpt = cut / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline:  # the epoch-1 checkpoint
+        time.sleep(0.05)
+    victims = worker_pids(job.pid)
+    assert victims, "no worker processes found"
+    os.kill(victims[-1], signal.SIGKILL)
+    job.communicate(timeout=120)
+    assert job.returncode != 0, "the job ended before a worker could be killed"
+    killed_at = load_checkpoint(ckpt)["global_step"]
+    assert 0 < killed_at < 120
+
+    proc = subprocess.run(detcore("run", *args, "--master-port", free_port(), "--work-dir", cut,
+                                  "--resume"), capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read(cut)["metrics"]["steps"] == 120
+    reference = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    resumed = load_checkpoint(ckpt)["model"]
+    for key, value in reference.items():
+        assert torch.equal(value, resumed[key]), key

@@ -39,6 +39,16 @@ def all_gather_objects(obj) -> list:
     return out
 
 
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag true on every rank if it is true on any: ranks must stop at the same step,
+    or the ones still training wait in their next all-reduce until the timeout."""
+    if not enabled():
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def barrier() -> None:
     if enabled():
         dist.barrier()

@@ -175,6 +175,8 @@ class Trainer:
                     self._log(losses, fps)
                     bar.set_postfix(loss=f"{losses['loss']:.3f}", fps=f"{fps or 0:.1f}")
                 out_of_time = deadline is not None and time.monotonic() > deadline
+                self.stop_requested, out_of_time = dist.any_rank(
+                    [self.stop_requested, out_of_time], self.device)
                 if self.stop_requested or out_of_time or self.global_step >= self.total_steps:
                     break
             else:  # the epoch's data ran out
@@ -214,8 +216,12 @@ class Trainer:
         with autocast(self.device, self.amp):
             losses = self.ddp(images, targets)
         loss = sum(losses.values())
-        if not torch.isfinite(loss).all() and not isinstance(self.scaler, torch.amp.GradScaler):
-            raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
+        if not isinstance(self.scaler, torch.amp.GradScaler):
+            # every rank stops at the same step (a NaN on one rank alone would leave the
+            # others waiting in backward's all-reduce until the timeout)
+            bad_here = not bool(torch.isfinite(loss).all())
+            if dist.any_rank([bad_here], self.device)[0]:
+                raise NonFiniteLoss(f"non-finite loss ({loss.item() if bad_here else 'on another rank'})")
         self.optimizer.zero_grad(set_to_none=True)
         clip = float(self.cfg["train"]["clip_grad"])
         if self.scaler is None:
