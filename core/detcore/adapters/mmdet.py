@@ -8,13 +8,17 @@ targets -> ``DetDataSample``, and predictions back.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import importlib.util
+import logging
 from pathlib import Path
 
 import torch
 
 from ..model import Detector
+
+log = logging.getLogger("detcore.mmdet")
 
 
 def config_path(relpath: str) -> Path:
@@ -29,13 +33,74 @@ def load_config(relpath: str):
     return Config.fromfile(str(config_path(relpath)))
 
 
-def build_model(model_cfg):
-    """Build an mmdet model from its ``model`` config dict (registries initialised)."""
+def build_model(model_cfg, init_weights: bool = True):
+    """Build an mmdet model from its ``model`` config dict (registries initialised).
+
+    ``init_weights``: run mmdet's own initialisation (e.g. the focal-loss prior bias of a
+    classifier), which ``MODELS.build`` alone does not; mmengine's per-parameter log is muted.
+    """
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    return MODELS.build(model_cfg)
+    model = MODELS.build(model_cfg)
+    if init_weights:
+        with quiet_mmengine():
+            model.init_weights()
+    return model
+
+
+@contextlib.contextmanager
+def quiet_mmengine():
+    """mmengine logs one line per parameter on ``init_weights``: keep it to warnings."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_backbone_weights(backbone: torch.nn.Module, path: str) -> int:
+    """Load local ResNet weights into an mmdet ResNet; returns the number of tensors loaded.
+
+    Takes a torchvision/plain state dict or an mmdet/detcore checkpoint (``backbone.*``,
+    ``model.backbone.*``, ``module.*`` prefixes are stripped, other parts ignored).
+    Nothing is downloaded: this is how pretrained backbones reach a detcore run.
+    """
+    from ..checkpoint import load_checkpoint, model_state
+    from ..errors import UserError
+
+    file = Path(path).expanduser()
+    state = model_state(load_checkpoint(file), prefer_ema=False)
+    if any(".backbone." in f".{k}" for k in state):  # a whole detector: keep its backbone
+        state = {k.split("backbone.", 1)[1]: v for k, v in state.items() if "backbone." in k}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if len(usable) < 0.5 * len(own):
+        raise UserError(f"model.backbone_weights {file}: only {len(usable)} of {len(own)} tensors "
+                        f"fit this ResNet-{getattr(backbone, 'depth', '?')}; pass a checkpoint of "
+                        f"that backbone (torchvision layout, e.g. resnet50-19c8e357.pth)")
+    backbone.load_state_dict(usable, strict=False)
+    log.info("loaded %d/%d backbone tensors from %s", len(usable), len(own), file)
+    return len(usable)
+
+
+def init_backbone(backbone: torch.nn.Module, weights: str | None, model_name: str) -> None:
+    """Load ``model.backbone_weights`` if given; otherwise warn when the config freezes
+    stages or BN statistics, which only makes sense for pretrained weights."""
+    if weights:
+        load_backbone_weights(backbone, weights)
+    elif getattr(backbone, "frozen_stages", -1) >= 0 or getattr(backbone, "norm_eval", False):
+        log.warning("%s: the ResNet freezes stages/BN statistics (frozen_stages=%s, norm_eval=%s) "
+                    "as for pretrained weights, but no model.backbone_weights were given: from "
+                    "scratch it will hardly learn; pass --set model.backbone_weights=FILE or "
+                    "--set model.frozen_stages=-1 --set model.norm_eval=false", model_name,
+                    backbone.frozen_stages, backbone.norm_eval)
 
 
 def compiled_ops() -> tuple[bool, str]:

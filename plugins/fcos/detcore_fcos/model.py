@@ -1,7 +1,6 @@
 """FCOS built from mmdet's shipped configs, wrapped as a detcore :class:`~detcore.model.Detector`."""
 from __future__ import annotations
 
-import logging
 import warnings
 
 import torch
@@ -11,8 +10,6 @@ from detcore.errors import UserError
 
 from .configs import ARCHS
 from .postprocess import static_detections  # imports torchvision, which must not happen mid-trace
-
-log = logging.getLogger("detcore.fcos")
 
 # mmdet's point generator calls torch.meshgrid without `indexing` (its default 'ij' is what it
 # means): a warning on every forward pass that says nothing to a detcore user.
@@ -93,50 +90,9 @@ def mmdet_model_config(config: dict, num_classes: int):
 
 
 def build(config: dict, num_classes: int) -> FCOSDetector:
-    from detcore.adapters.mmdet import build_model
+    from detcore.adapters.mmdet import build_model, init_backbone
 
     cfg, dp = mmdet_model_config(config, num_classes)
-    model = build_model(cfg)
-    with _quiet_mmengine():
-        model.init_weights()  # mmdet's initialisation (e.g. the focal-loss prior on conv_cls)
-    weights = str(config["model"]["backbone_weights"] or "")
-    if weights:
-        load_backbone(model.backbone, weights)
-    elif model.backbone.frozen_stages >= 0 or model.backbone.norm_eval:
-        log.warning("fcos: model.arch %s freezes ResNet stages/BN statistics but no "
-                    "model.backbone_weights were given: from scratch it will hardly learn; pass "
-                    "--set model.backbone_weights=FILE or --set model.frozen_stages=-1 "
-                    "--set model.norm_eval=false", config["model"]["arch"])
+    model = build_model(cfg)  # with mmdet's init_weights (the focal-loss prior on conv_cls)
+    init_backbone(model.backbone, str(config["model"]["backbone_weights"] or ""), "fcos")
     return FCOSDetector(model, dp.mean, dp.std, bgr=not dp.get("bgr_to_rgb", False))
-
-
-def load_backbone(backbone: torch.nn.Module, path: str) -> None:
-    """Load local ResNet weights: a plain/torchvision state dict or an mmdet checkpoint's backbone."""
-    from detcore.checkpoint import load_checkpoint, model_state
-
-    state = model_state(load_checkpoint(path), prefer_ema=False)
-    if any(k.startswith(("backbone.", "model.backbone.")) for k in state):
-        state = {k.split("backbone.", 1)[1]: v for k, v in state.items() if "backbone." in k}
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = backbone.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if len(usable) < 0.5 * len(own):
-        raise UserError(f"model.backbone_weights {path}: only {len(usable)} of {len(own)} tensors "
-                        f"fit this ResNet ({type(backbone).__name__}, depth {backbone.depth}); "
-                        f"is it weights of another backbone?")
-    backbone.load_state_dict(usable, strict=False)
-    log.info("fcos: loaded %d/%d backbone tensors from %s", len(usable), len(own), path)
-
-
-class _quiet_mmengine:
-    """mmengine logs every initialised parameter at INFO; keep the CLI's output readable."""
-
-    def __enter__(self):
-        from mmengine.logging import MMLogger
-
-        self.logger = MMLogger.get_current_instance()
-        self.level = self.logger.level
-        self.logger.setLevel(logging.WARNING)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)

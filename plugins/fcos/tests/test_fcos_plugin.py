@@ -86,7 +86,7 @@ def test_backbone_weights_from_a_local_file(tmp_path, caplog):
         build_fcos(*SMALL, f"model.backbone_weights={tmp_path / 'missing.pth'}")
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
-    with pytest.raises(UserError, match="fit this ResNet"):
+    with pytest.raises(UserError, match="tensors fit this ResNet"):
         build_fcos(*SMALL, f"model.backbone_weights={wrong}")
 
 

@@ -8,19 +8,15 @@ and :func:`detcore_solov2.static.postprocess` in fixed shapes.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
-from pathlib import Path
 
 import torch
 
-from detcore.adapters.mmdet import MMDetDetector, build_model, load_config
+from detcore.adapters.mmdet import MMDetDetector, build_model, init_backbone, load_config
 from detcore.errors import UserError
 
 from . import static
 
-log = logging.getLogger("detcore.solov2")
 
 #: ResNet block expansion per depth (BasicBlock 1, Bottleneck 4).
 EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4, 152: 4}
@@ -118,55 +114,9 @@ def mmdet_model_config(config: dict, num_classes: int):
     return m, preprocessor
 
 
-@contextlib.contextmanager
-def _quiet_mmengine():
-    """mmengine logs one line per parameter on ``init_weights``: keep it to warnings."""
-    from mmengine.logging import MMLogger
-
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def load_backbone_weights(backbone: torch.nn.Module, path: str) -> int:
-    """Load a local ResNet checkpoint (torchvision or mmdet layout) into mmdet's ResNet."""
-    from detcore.checkpoint import load_checkpoint, model_state
-
-    file = Path(path).expanduser()
-    state = model_state(load_checkpoint(file), prefer_ema=False)
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in ("module.", "model.", "backbone."):
-            key = key[len(prefix):] if key.startswith(prefix) else key
-        if not key.startswith("fc."):
-            cleaned[key] = value
-    own = backbone.state_dict()
-    usable = {k: v for k, v in cleaned.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if len(usable) < 0.5 * len(own):
-        raise UserError(f"model.backbone_weights {file}: only {len(usable)} of {len(own)} backbone "
-                        f"tensors match; pass a ResNet-{getattr(backbone, 'depth', '?')} "
-                        f"checkpoint (torchvision layout, e.g. resnet50-19c8e357.pth)")
-    backbone.load_state_dict(usable, strict=False)
-    return len(usable)
-
-
 def build(config: dict, num_classes: int) -> SOLOv2Detector:
     model_cfg, pre = mmdet_model_config(config, num_classes)
-    with _quiet_mmengine():
-        net = build_model(model_cfg)
-        net.init_weights()
-    weights = str(config["model"]["backbone_weights"] or "")
-    if weights:
-        n = load_backbone_weights(net.backbone, weights)
-        log.info("loaded %d backbone tensors from %s", n, weights)
-    elif net.backbone.frozen_stages >= 0 or net.backbone.norm_eval:
-        log.warning("SOLOv2: no model.backbone_weights but the backbone is frozen (frozen_stages=%d, "
-                    "norm_eval=%s) as for pretrained weights; pass --set model.backbone_weights=FILE "
-                    "or --set model.frozen_stages=-1 --set model.norm_eval=false",
-                    net.backbone.frozen_stages, net.backbone.norm_eval)
+    net = build_model(model_cfg)  # with mmdet's init_weights
+    init_backbone(net.backbone, str(config["model"]["backbone_weights"] or ""), "solov2")
     return SOLOv2Detector(net, list(pre.mean), list(pre.std), bgr=not pre.get("bgr_to_rgb", False),
                           max_detections=int(config["eval"]["max_detections"]))

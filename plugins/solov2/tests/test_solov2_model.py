@@ -144,7 +144,7 @@ def test_backbone_weights_from_a_local_torchvision_file(tmp_path):
     assert torch.equal(model.model.backbone.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
     assert torch.equal(model.model.backbone.bn1.running_var, tv.bn1.running_var)
     bad = U.config("solov2-light", f"model.backbone_weights={path}")  # base 16: shapes differ
-    with pytest.raises(UserError, match="backbone tensors match"):
+    with pytest.raises(UserError, match="tensors fit this ResNet"):
         U.build(bad)
     with pytest.raises(UserError, match="does not exist"):
         U.build(U.config("solov2-light", f"model.backbone_weights={tmp_path / 'none.pth'}"))
