@@ -102,3 +102,18 @@ def test_predict_draws_images_without_detections(tmp_path):
     out = predict_images(Empty(), [tmp_path / "a.png"], (64, 64), torch.device("cpu"), ["x"],
                          tmp_path / "out", 0.3)
     assert out[0]["detections"] == 0 and (tmp_path / "out" / "a.png").is_file()
+
+
+def test_parity_matching_ignores_order_and_counts_detections_without_counterpart():
+    import numpy as np
+
+    from detcore.export import _match_order
+
+    ref = np.array([[[0, 0, 10, 10, 0.9], [5, 5, 20, 20, 0.5], [1, 1, 4, 4, 0.1]]], np.float32)
+    got = ref[:, [1, 0, 2]].copy()  # the two best swapped: not a difference
+    got[0, 2] = [50, 50, 60, 60, 0.1]  # the last one crossed the cut-off: another box took its slot
+    labels = np.array([[1, 2, 0]])
+    order, matched = _match_order({"dets": ref, "labels": labels},
+                                  {"dets": got, "labels": labels[:, [1, 0, 2]]})
+    assert order[0, :2].tolist() == [1, 0]
+    assert matched.tolist() == [[True, True, False]]

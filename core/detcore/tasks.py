@@ -161,6 +161,8 @@ def default_export(ctx: RunContext, model, path: Path, fmt: str) -> dict:
                        bool(ecfg["dynamic_batch"]), sample=_export_sample(ctx, batch))
     artifacts = {"onnx": info["onnx"], "onnx_inputs": info["inputs"], "onnx_outputs": info["outputs"]}
     metrics = {f"parity_max_abs_diff_{k}": v for k, v in info["parity_max_abs_diff"].items()}
+    if "parity_unmatched" in info:
+        metrics["parity_unmatched"] = info["parity_unmatched"]
     if fmt == "om":
         artifacts.update(convert_om(path, ctx.config["data"]["input_size"], batch,
                                     info["outputs"], ecfg.get("soc_version")))

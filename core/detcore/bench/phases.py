@@ -104,7 +104,8 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
                      "onnxruntime_ms": round(onnx_s * 1e3, 2),
                      "eager_fps": round(batch / eager, 2), "onnxruntime_fps": round(batch / onnx_s, 2),
                      "speedup": round(eager / onnx_s, 3),
-                     "parity_max_abs_diff": max(info["parity_max_abs_diff"].values())})
+                     "parity_max_abs_diff": max(info["parity_max_abs_diff"].values()),
+                     "parity_unmatched": info.get("parity_unmatched", 0)})
         path.unlink()
     return {"model": model_name, "device": "cpu (onnxruntime CPUExecutionProvider)",
             "config": ctx.config_name, "input_size": [h, w], "rows": rows, **_memory(ctx.device)}

@@ -78,8 +78,8 @@ def markdown(r: dict) -> str:
             row += f" {REFERENCE.get(t['model'], '-')} |"
         lines.append(row)
     lines += ["", "## Inference: PyTorch eager vs ONNX on onnxruntime", "",
-              "| model | input | batch | eager ms | onnxruntime ms | eager img/s | ort img/s | speed-up | parity max abs diff |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| model | input | batch | eager ms | onnxruntime ms | eager img/s | ort img/s | speed-up | parity max abs diff | unmatched |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for i in r["infer"]:
         if "error" in i:
             lines.append(f"| {i['model']} | {i['error']} |")
@@ -87,7 +87,8 @@ def markdown(r: dict) -> str:
         for row in i["rows"]:
             lines.append(f"| {i['model']} | {i['input_size'][0]}x{i['input_size'][1]} | {row['batch']} | "
                          f"{row['eager_ms']} | {row['onnxruntime_ms']} | {row['eager_fps']} | "
-                         f"{row['onnxruntime_fps']} | {row['speedup']} | {row['parity_max_abs_diff']:.2e} |")
+                         f"{row['onnxruntime_fps']} | {row['speedup']} | {row['parity_max_abs_diff']:.2e} | "
+                         f"{row.get('parity_unmatched', 0)} |")
     c = r["coco_eval"]
     lines += ["", f"## COCO evaluation of a fixed detection file ({c['detections']} detections)", "",
               f"pycocotools {c['pycocotools_s']} s (bbox mAP {c['bbox_mAP']})"
