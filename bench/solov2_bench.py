@@ -78,7 +78,7 @@ def bare_block(sets: list[str], steps: int, warmup: int) -> float:
     from detcore.config import resolve_config
     from detcore.data.coco import CocoDetection
     from detcore.plugins import Registry
-    from detcore.runner import _synthetic_root
+    from detcore.runner import synthetic_root
     from detcore.train.loader import train_loader
     from detcore.train.optim import build_scheduler, default_optimizer
     from detcore.train.trainer import seed_everything
@@ -89,7 +89,7 @@ def bare_block(sets: list[str], steps: int, warmup: int) -> float:
     seed = int(cfg["train"]["seed"])
     seed_everything(seed, False)
     dcfg = cfg["data"]
-    data = CocoDetection(_synthetic_root(cfg), "train", dcfg["input_size"], masks=True,
+    data = CocoDetection(synthetic_root(cfg), "train", dcfg["input_size"], masks=True,
                          hflip_prob=float(dcfg["hflip"]), train=True)
     model = registry.hook.build_model(spec=spec, config=cfg, num_classes=data.num_classes)
     batch_size = int(dcfg["batch_size"])

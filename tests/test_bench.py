@@ -14,7 +14,7 @@ def test_bench_quick_reports_every_figure(run_cli, tmp_path):
     assert set(report["cli_startup_s"]) == {"detcore --help", "detcore plugins"}
     train = report["train"][0]
     assert train["detcore_fps"] > 0 and train["upstream_fps"] > 0 and train["peak_rss_mib"] > 0
-    assert train["device"] == "cpu" and train["input_size"] == [96, 96]
+    assert train["device"] == "cpu" and train["input_size"] == [128, 128] and train["batch_size"] == 2
     rows = report["infer"][0]["rows"]
     assert [r["batch"] for r in rows] == [1, 4]
     assert all(r["parity_max_abs_diff"] < 1e-3 for r in rows)

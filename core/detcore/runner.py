@@ -81,7 +81,7 @@ def prepare(registry, opts: RunOptions) -> RunContext:
     rank, local_rank, world_size = dist.world()
     device = resolve_device(opts.device, local_rank)
     dist.init(device, float(config["train"]["dist_timeout_s"]))
-    data_root = Path(opts.data) if opts.data else _synthetic_root(config)
+    data_root = Path(opts.data) if opts.data else synthetic_root(config)
     return RunContext(spec=spec, config_name=config_name, config=config, device=device,
                       work_dir=work_dir, data_root=data_root, options=opts, hook=registry.hook,
                       progress=opts.progress and rank == 0, world_size=world_size)
@@ -102,7 +102,7 @@ def check_pins(spec: ModelSpec) -> None:
                 f"'{pin['requirement']}' (or set DETCORE_IGNORE_PINS=1 to try anyway)")
 
 
-def _synthetic_root(config: dict) -> Path:
+def synthetic_root(config: dict) -> Path:
     from .data.synthetic import SynthSpec, ensure_synthetic
 
     try:

@@ -15,50 +15,76 @@ import torch
 BATCHES_FULL, BATCHES_QUICK = (1, 4, 8, 16), (1, 4)
 
 
-def context(model_name: str, device_name: str, sets=()):
+#: ``--quick``: every model at a CI size (the figures say which input and batch they are for).
+QUICK_SETS = ("data.input_size=[128,128]", "data.batch_size=2", "eval.batch_size=2")
+
+
+def context(model_name: str, device_name: str, sets=(), quick: bool = False):
     from ..plugins import get_registry
     from ..runner import RunOptions, prepare
 
     config = "coco" if device_name == "cuda" else None
     sets = tuple(sets) + (("train.amp=fp16",) if device_name == "cuda" else ())
+    sets += QUICK_SETS if quick else ()
     opts = RunOptions(model=model_name, task="bench", device=device_name, config=config,
                       sets=sets, progress=False, work_dir=f"work_dirs/bench/{model_name}")
     return prepare(get_registry(), opts)
 
 
 def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
-    """detcore's loop vs the upstream's own step, alternating rounds on the same model and data."""
+    """detcore's loop vs the upstream's own step on the same model, data, batch and optimizer.
+
+    Blocks of ``steps`` steps alternate A B B A ... (so drift in the machine's speed hits both
+    sides alike) after one warm-up block each; each side's figure is its images over its time.
+    """
+    from ..runner import synthetic_root
     from ..tasks import build, dataset
-    from ..train.loader import train_loader
     from ..train.optim import default_optimizer
     from ..train.trainer import Trainer
 
-    steps, rounds = (6, 2) if quick else (15, 3)
-    ctx = context(model_name, device_name, ("train.log_interval=1000", "train.warmup_fps_steps=2",
-                                            f"data.synthetic.num_train={max(64, steps * 8)}"))
+    steps, rounds = (6, 2) if quick else (10, 4)
+    ctx = context(model_name, device_name, ("train.log_interval=1000", "train.warmup_fps_steps=2"),
+                  quick)
+    batch = int(ctx.config["data"]["batch_size"])
+    # one epoch holds a whole block: a new epoch (loader workers restarting) never falls in one
+    ctx.config["data"]["synthetic"]["num_train"] = (steps + 2) * batch
+    ctx.data_root = synthetic_root(ctx.config)
     data = dataset(ctx, "train", train=True)
     model = build(ctx, data.num_classes).to(ctx.device)
-    batch = int(ctx.config["data"]["batch_size"])
     ctx.config["train"]["eval_after"] = False
-    detcore_fps, upstream_fps = [], []
-    for _ in range(rounds):
-        ctx.config["train"]["max_steps"] = steps + 2
+
+    def detcore_block(n: int = steps) -> tuple[int, float]:
+        ctx.config["train"]["max_steps"] = n + 2  # + core's 2 warm-up steps, not timed
         trainer = Trainer(ctx, model, data)
         trainer.ckpt_path = trainer.work_dir / "bench-checkpoint.pt"
-        detcore_fps.append(trainer.fit()["fps"])
-        optimizer = default_optimizer(model, ctx.config, 1)
+        fps = trainer.fit()["fps"]
+        return n * batch, n * batch / fps
+
+    def upstream_block(n: int = steps) -> tuple[int, float]:
+        optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=ctx.config, model=model)
+                     or default_optimizer(model, ctx.config, 1))
         step = ctx.hook.baseline_train_step(spec=ctx.spec, config=ctx.config, model=model,
                                             optimizer=optimizer)
-        upstream_fps.append(_time_baseline(step, model, data, batch, steps, ctx))
-    d, u = statistics.median(detcore_fps), statistics.median(upstream_fps)
+        return _time_baseline(step, model, data, batch, n, ctx)
+
+    detcore_block(1), upstream_block(1)  # warm-up: first-call allocations, page cache
+    totals = {"detcore": [0, 0.0], "upstream": [0, 0.0]}
+    for r in range(rounds):
+        order = (("detcore", detcore_block), ("upstream", upstream_block))
+        for name, block in (order if r % 2 == 0 else order[::-1]):
+            images, seconds = block()
+            totals[name][0] += images
+            totals[name][1] += seconds
+    d, u = (totals[k][0] / totals[k][1] for k in ("detcore", "upstream"))
     return {"model": model_name, "device": str(ctx.device), "config": ctx.config_name,
             "input_size": ctx.config["data"]["input_size"], "batch_size": batch,
-            "amp": ctx.config["train"]["amp"], "detcore_fps": round(d, 3),
-            "upstream_fps": round(u, 3), "ratio": round(d / u, 3), "rounds": rounds,
-            "steps_per_round": steps, **_memory(ctx.device)}
+            "amp": ctx.config["train"]["amp"], "threads": torch.get_num_threads(),
+            "detcore_fps": round(d, 3), "upstream_fps": round(u, 3), "ratio": round(d / u, 3),
+            "rounds": rounds, "steps_per_round": steps, **_memory(ctx.device)}
 
 
-def _time_baseline(step, model, data, batch, steps, ctx) -> float:
+def _time_baseline(step, model, data, batch, steps, ctx) -> tuple[int, float]:
+    """``steps`` timed steps after 2 untimed ones (core's trainer excludes the same)."""
     from ..train.loader import train_loader
 
     loader, sampler = train_loader(data, batch, int(ctx.config["data"]["workers"]), 0, 1, 0)
@@ -71,12 +97,12 @@ def _time_baseline(step, model, data, batch, steps, ctx) -> float:
                    for t in targets]
         step(images, targets)
         now = time.perf_counter()
-        if i >= 2:  # the same warm-up exclusion as core's trainer
+        if i >= 2:
             timed, seconds = timed + 1, seconds + now - tick
         tick = now
         if i + 1 >= steps + 2:
             break
-    return timed * batch / seconds
+    return timed * batch, seconds
 
 
 def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
@@ -87,7 +113,7 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
     from ..export import export_onnx
     from ..tasks import build, dataset
 
-    ctx = context(model_name, device_name)
+    ctx = context(model_name, device_name, quick=quick)
     data = dataset(ctx, "val")
     model = build(ctx, data.num_classes).eval()
     h, w = ctx.config["data"]["input_size"]
