@@ -170,3 +170,18 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(UserError):
         load_checkpoint(tmp_path / "pickle.pt")
+
+
+def test_no_loader_workers_when_cpu_ranks_fill_the_cores(registry, tiny_data, tmp_path, monkeypatch):
+    from detcore.runner import prepare
+    from detcore.tasks import build, dataset
+
+    opts = RunOptions(model="tiny-fcos", task="train", data=str(tiny_data), device="cpu",
+                      work_dir=str(tmp_path), sets=("data.workers=2",), progress=False)
+    ctx = prepare(registry, opts)
+    data = dataset(ctx, "train", train=True)
+    model = build(ctx, data.num_classes)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert Trainer(ctx, model, data).loader.num_workers == 2  # one rank: loader workers help
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on two cores
+    assert Trainer(ctx, model, data).loader.num_workers == 0
