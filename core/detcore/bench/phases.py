@@ -113,7 +113,9 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
     from ..export import export_onnx
     from ..tasks import build, dataset
 
-    ctx = context(model_name, device_name, quick=quick)
+    # COCO evaluation's threshold (the coco configs' 0.001): every slot is filled, so the
+    # parity figure compares real detections even for an untrained model
+    ctx = context(model_name, device_name, ("eval.score_threshold=0.001",), quick=quick)
     data = dataset(ctx, "val")
     model = build(ctx, data.num_classes).eval()
     h, w = ctx.config["data"]["input_size"]
