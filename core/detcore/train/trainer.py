@@ -49,7 +49,11 @@ class Trainer:
         self.batch_size = int(self.cfg["data"]["batch_size"])
         self.model = model.to(self.device)
         if self.world_size > 1:
-            if self.cfg["train"].get("sync_bn"):
+            if self.cfg["train"].get("sync_bn") and self.device.type == "cpu":
+                if dist.is_main():
+                    log.warning("train.sync_bn ignored on cpu: torch's SyncBatchNorm runs on "
+                                "cuda/npu only; each worker keeps its own BN statistics")
+            elif self.cfg["train"].get("sync_bn"):
                 # a model may convert itself (timm's BatchNormAct2d keeps its activation that way)
                 convert = getattr(self.model, "convert_sync_batchnorm", None)
                 self.model = (convert() if callable(convert)
