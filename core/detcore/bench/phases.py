@@ -32,77 +32,80 @@ def context(model_name: str, device_name: str, sets=(), quick: bool = False):
 
 
 def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
-    """detcore's loop vs the upstream's own step on the same model, data, batch and optimizer.
+    """detcore's training step vs the upstream's own step, interleaved one step at a time.
 
-    Blocks of ``steps`` steps alternate A B B A ... (so drift in the machine's speed hits both
-    sides alike) after one warm-up block each; each side's figure is its images over its time.
+    detcore side: core's ``Trainer`` (its sampler, loader and ``_step``: device placement,
+    autocast, loss sum, finiteness check, backward, optimizer, scheduler, loss read-back).
+    Upstream side: the plugin's ``baseline_train_step`` hook (e.g. effdet's ``DetBenchTrain``)
+    on a copy of the same weights with the same optimizer, fed by a plain loader over the same
+    data and batch. Steps alternate A B B A ..., each timed from fetching its batch to the end
+    of its update, so the machine's drift hits both alike (blocks of steps measured ±10% apart
+    on this kind of VM). One epoch holds every step: no loader restarts inside the timing.
     """
+    import copy
+
     from ..runner import synthetic_root
     from ..tasks import build, dataset
+    from ..train.loader import train_loader
     from ..train.optim import default_optimizer
     from ..train.trainer import Trainer
 
-    steps, rounds = (6, 2) if quick else (10, 4)
-    ctx = context(model_name, device_name, ("train.log_interval=1000", "train.warmup_fps_steps=2"),
-                  quick)
+    steps, warmup = (12, 2) if quick else (40, 3)
+    ctx = context(model_name, device_name, ("train.log_interval=1000000",), quick)
     batch = int(ctx.config["data"]["batch_size"])
-    # one epoch holds a whole block: a new epoch (loader workers restarting) never falls in one
-    ctx.config["data"]["synthetic"]["num_train"] = (steps + 2) * batch
+    ctx.config["data"]["synthetic"]["num_train"] = (steps + warmup) * batch
     ctx.data_root = synthetic_root(ctx.config)
     data = dataset(ctx, "train", train=True)
     model = build(ctx, data.num_classes).to(ctx.device)
-    ctx.config["train"]["eval_after"] = False
+    upstream_model = copy.deepcopy(model)
+    trainer = Trainer(ctx, model, data)
+    optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=ctx.config, model=upstream_model)
+                 or default_optimizer(upstream_model, ctx.config, 1))
+    upstream_step = ctx.hook.baseline_train_step(spec=ctx.spec, config=ctx.config,
+                                                 model=upstream_model, optimizer=optimizer)
+    loader, sampler = train_loader(data, batch, int(ctx.config["data"]["workers"]), 0, 1, 1)
 
-    def detcore_block(n: int = steps) -> tuple[int, float]:
-        ctx.config["train"]["max_steps"] = n + 2  # + core's 2 warm-up steps, not timed
-        trainer = Trainer(ctx, model, data)
-        trainer.ckpt_path = trainer.work_dir / "bench-checkpoint.pt"
-        fps = trainer.fit()["fps"]
-        return n * batch, n * batch / fps
+    def detcore_steps():
+        trainer.sampler.set_epoch(0)
+        trainer.ddp.train()
+        for b in trainer.loader:
+            yield lambda b=b: trainer._step(b)
 
-    def upstream_block(n: int = steps) -> tuple[int, float]:
-        optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=ctx.config, model=model)
-                     or default_optimizer(model, ctx.config, 1))
-        step = ctx.hook.baseline_train_step(spec=ctx.spec, config=ctx.config, model=model,
-                                            optimizer=optimizer)
-        return _time_baseline(step, model, data, batch, n, ctx)
+    def upstream_steps():
+        sampler.set_epoch(0)
+        upstream_model.train()
+        for images, targets in loader:
+            def run(images=images, targets=targets):
+                images = images.to(ctx.device).float().div_(255)
+                targets = [{k: v.to(ctx.device) if torch.is_tensor(v) else v for k, v in t.items()}
+                           for t in targets]
+                upstream_step(images, targets)
+            yield run
 
-    detcore_block(1), upstream_block(1)  # warm-up: first-call allocations, page cache
-    totals = {"detcore": [0, 0.0], "upstream": [0, 0.0]}
-    for r in range(rounds):
-        order = (("detcore", detcore_block), ("upstream", upstream_block))
-        for name, block in (order if r % 2 == 0 else order[::-1]):
-            images, seconds = block()
-            totals[name][0] += images
-            totals[name][1] += seconds
-    d, u = (totals[k][0] / totals[k][1] for k in ("detcore", "upstream"))
+    def timed(gen) -> float:
+        t0 = time.perf_counter()
+        next(gen)()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    d_gen, u_gen = detcore_steps(), upstream_steps()
+    for _ in range(warmup):  # first-call allocations, loader start-up
+        timed(d_gen), timed(u_gen)
+    d_s = u_s = 0.0
+    for i in range(steps):
+        if i % 2 == 0:
+            d_s += timed(d_gen)
+            u_s += timed(u_gen)
+        else:
+            u_s += timed(u_gen)
+            d_s += timed(d_gen)
+    d, u = steps * batch / d_s, steps * batch / u_s
     return {"model": model_name, "device": str(ctx.device), "config": ctx.config_name,
             "input_size": ctx.config["data"]["input_size"], "batch_size": batch,
             "amp": ctx.config["train"]["amp"], "threads": torch.get_num_threads(),
             "detcore_fps": round(d, 3), "upstream_fps": round(u, 3), "ratio": round(d / u, 3),
-            "rounds": rounds, "steps_per_round": steps, **_memory(ctx.device)}
-
-
-def _time_baseline(step, model, data, batch, steps, ctx) -> tuple[int, float]:
-    """``steps`` timed steps after 2 untimed ones (core's trainer excludes the same)."""
-    from ..train.loader import train_loader
-
-    loader, sampler = train_loader(data, batch, int(ctx.config["data"]["workers"]), 0, 1, 0)
-    sampler.set_epoch(0)
-    model.train()
-    timed, seconds, tick = 0, 0.0, time.perf_counter()
-    for i, (images, targets) in enumerate(loader):
-        images = images.to(ctx.device).float().div_(255)
-        targets = [{k: v.to(ctx.device) if torch.is_tensor(v) else v for k, v in t.items()}
-                   for t in targets]
-        step(images, targets)
-        now = time.perf_counter()
-        if i >= 2:
-            timed, seconds = timed + 1, seconds + now - tick
-        tick = now
-        if i + 1 >= steps + 2:
-            break
-    return timed * batch, seconds
+            "steps": steps, **_memory(ctx.device)}
 
 
 def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
