@@ -7,13 +7,13 @@ their portable versions. Importing this package does not import torch.
 """
 from __future__ import annotations
 
+from detcore.patching import apply_patches
+
 from .fixed_nms import FixedSizeNmsPatch
 from .fpn_combine import FpnCombineStackPatch
 from .fused_sgd import FusedSgdPatch
 from .one_hot import OneHotPatch
 from .static_same_pad import StaticSamePadPatch
-
-from detcore.patching import apply_patches
 
 #: In application order. The float32-metrics change of the reference needs no patch:
 #: core scores with pycocotools on the host (see README).

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from detcore.patching import Patch
-
-from detcore.patching import is_npu, require_torch_npu
+from detcore.patching import Patch, is_npu, require_torch_npu
 
 #: effdet's NMS IoU threshold (hard-coded in ``effdet.anchors.generate_detections``).
 IOU_THRESHOLD = 0.5

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from detcore.patching import Patch
-
-from detcore.patching import is_npu, require_torch_npu
+from detcore.patching import Patch, is_npu, require_torch_npu
 
 
 def fused_sgd_factory(device):

@@ -1,9 +1,7 @@
 """``one_hot`` of effdet's loss through ``torch_npu.npu_one_hot`` on NPU."""
 from __future__ import annotations
 
-from detcore.patching import Patch
-
-from detcore.patching import is_npu, require_torch_npu
+from detcore.patching import Patch, is_npu, require_torch_npu
 
 
 def one_hot_portable(x, num_classes: int):

@@ -1,9 +1,7 @@
 """Static-shape post-processing for mmdet's ``FCOSHead`` (fixed-size NMS output)."""
 from __future__ import annotations
 
-from detcore.patching import Patch
-
-from detcore.patching import is_npu, require_torch_npu
+from detcore.patching import Patch, is_npu, require_torch_npu
 
 
 def make_predict_by_feat(backend: str, original):
