@@ -49,15 +49,8 @@ class Trainer:
         self.batch_size = int(self.cfg["data"]["batch_size"])
         self.model = model.to(self.device)
         if self.world_size > 1:
-            if self.cfg["train"].get("sync_bn") and self.device.type == "cpu":
-                if dist.is_main():
-                    log.warning("train.sync_bn ignored on cpu: torch's SyncBatchNorm runs on "
-                                "cuda/npu only; each worker keeps its own BN statistics")
-            elif self.cfg["train"].get("sync_bn"):
-                # a model may convert itself (timm's BatchNormAct2d keeps its activation that way)
-                convert = getattr(self.model, "convert_sync_batchnorm", None)
-                self.model = (convert() if callable(convert)
-                              else torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model))
+            if self.cfg["train"].get("sync_bn"):
+                self.model = self._sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type != "cpu" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:
@@ -88,6 +81,19 @@ class Trainer:
         self.ckpt_path = self.work_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.work_dir / "metrics.jsonl"
 
+    def _sync_batchnorm(self, model):
+        """BatchNorm -> SyncBatchNorm; a model may convert itself (timm's BatchNormAct2d
+        keeps its activation that way). On CPU torch has no SyncBatchNorm: skipped."""
+        if self.device.type == "cpu":
+            if dist.is_main():
+                log.warning("train.sync_bn ignored on cpu: torch's SyncBatchNorm runs on "
+                            "cuda/npu only; each worker keeps its own BN statistics")
+            return model
+        convert = getattr(model, "convert_sync_batchnorm", None)
+        if callable(convert):
+            return convert()
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
     def _loader_workers(self) -> int:
         """``data.workers``, except 0 when CPU ranks already fill every core of this machine.
 
@@ -97,7 +103,8 @@ class Trainer:
         """
         workers = int(self.cfg["data"]["workers"])
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        if workers and self.device.type == "cpu" and local_ranks > 1 and local_ranks >= (os.cpu_count() or 1):
+        fills_cores = 1 < local_ranks and (os.cpu_count() or 1) <= local_ranks
+        if workers and self.device.type == "cpu" and fills_cores:
             if dist.is_main():
                 log.info("data.workers %d -> 0: the %d CPU ranks use every core of this machine",
                          workers, local_ranks)
@@ -242,7 +249,8 @@ class Trainer:
             # others waiting in backward's all-reduce until the timeout)
             bad_here = not bool(torch.isfinite(loss).all())
             if dist.any_rank([bad_here], self.device)[0]:
-                raise NonFiniteLoss(f"non-finite loss ({loss.item() if bad_here else 'on another rank'})")
+                where = loss.item() if bad_here else "on another rank"
+                raise NonFiniteLoss(f"non-finite loss ({where})")
         self.optimizer.zero_grad(set_to_none=True)
         clip = float(self.cfg["train"]["clip_grad"])
         if self.scaler is None:
