@@ -48,7 +48,7 @@ def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
     from ..tasks import build, dataset
     from ..train.loader import train_loader
     from ..train.optim import default_optimizer
-    from ..train.trainer import Trainer
+    from ..train.trainer import Trainer, _to_device
 
     steps, warmup = (12, 2) if quick else (40, 3)
     ctx = context(model_name, device_name, ("train.log_interval=1000000",), quick)
@@ -77,9 +77,7 @@ def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
         for images, targets in loader:
             def run(images=images, targets=targets):
                 images = images.to(ctx.device).float().div_(255)
-                targets = [{k: v.to(ctx.device) if torch.is_tensor(v) else v for k, v in t.items()}
-                           for t in targets]
-                upstream_step(images, targets)
+                upstream_step(images, [_to_device(t, ctx.device) for t in targets])
             yield run
 
     def timed(gen) -> float:
