@@ -1,12 +1,11 @@
 """Compare two ``detections`` outputs (B x K x 6) detection by detection, not slot by slot.
 
-Core's export check (``parity_max_abs_diff_detections``) compares slot k of PyTorch
-with slot k of onnxruntime. Two detections whose scores differ by rounding noise
-may swap slots, and a detection at the K-th place may be in one list and not the
-other, which makes a slot-wise figure large although both engines found the same
-objects. This matches each valid PyTorch detection to the closest valid
-onnxruntime detection of the same label and reports the largest difference over
-matched pairs, plus how many found no partner.
+Two detections whose scores differ by rounding noise may swap slots, and a detection
+at the K-th place may be in one list and not the other, which makes a slot-wise figure
+large although both engines found the same objects. Core's export check matches the
+same way over every slot (``detcore.export._match_order``); this version adds what the
+plugin's tests and benchmark need: a score floor, a caller-chosen match distance, and
+the counts of unmatched detections on both sides.
 """
 from __future__ import annotations
 
