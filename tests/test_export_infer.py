@@ -107,13 +107,37 @@ def test_predict_draws_images_without_detections(tmp_path):
 def test_parity_matching_ignores_order_and_counts_detections_without_counterpart():
     import numpy as np
 
-    from detcore.export import _match_order
+    from detcore.export import match_detections
 
     ref = np.array([[[0, 0, 10, 10, 0.9], [5, 5, 20, 20, 0.5], [1, 1, 4, 4, 0.1]]], np.float32)
     got = ref[:, [1, 0, 2]].copy()  # the two best swapped: not a difference
     got[0, 2] = [50, 50, 60, 60, 0.1]  # the last one crossed the cut-off: another box took its slot
     labels = np.array([[1, 2, 0]])
-    order, matched = _match_order({"dets": ref, "labels": labels},
-                                  {"dets": got, "labels": labels[:, [1, 0, 2]]})
+    order, matched = match_detections({"dets": ref, "labels": labels},
+                                      {"dets": got, "labels": labels[:, [1, 0, 2]]})
     assert order[0, :2].tolist() == [1, 0]
     assert matched.tolist() == [[True, True, False]]
+
+
+def test_export_contract_is_checked_names_shapes_dtypes():
+    import pytest
+    import torch
+
+    from detcore.errors import UserError
+    from detcore.export import check_contract
+    from detcore.model import Detector
+
+    class Model(Detector):
+        max_detections = 4
+
+    model, images = Model(), torch.zeros(2, 3, 8, 8)
+    assert model.export_output_names == ("dets", "labels") and model.atc_out_nodes is None
+    good = (torch.zeros(2, 4, 5), torch.full((2, 4), -1, dtype=torch.int64))
+    check_contract(model, images, good)
+    for bad, needle in [((good[0],), "returned 1 outputs"),
+                        ((torch.zeros(2, 4, 6), good[1]), "output dets is (2, 4, 6)"),
+                        ((good[0], good[1].float()), "output labels is (2, 4) torch.float32")]:
+        with pytest.raises(UserError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            check_contract(model, images, bad)
+    model.task_type = "segm"
+    assert model.export_output_names == ("dets", "labels", "masks")

@@ -102,3 +102,37 @@ def test_cli_plugins_json_and_broken_plugin(run_cli, plugin_dir):
     assert rows["tests.plugins.tiny"]["models"] == ["tiny-fcos", "tiny-fcos-wide"]
     assert rows["tests.plugins.tiny"]["upstream"][0]["ok"] is True
     assert rows["bad_plugin2"]["status"] == "broken" and "not_a_module_anywhere" in rows["bad_plugin2"]["reason"]
+
+
+GREEDY = """
+from detcore import hookimpl
+from detcore.spec import ModelSpec
+DETCORE_API_VERSION = 1
+
+@hookimpl
+def register_models():
+    return [ModelSpec(name="{model}")]
+
+@hookimpl
+def build_model(spec, config, num_classes):  # no ownership check: it answers every call it gets
+    return "{model} built by {plugin}"
+
+@hookimpl
+def apply_npu_patches(spec, config, device):
+    return ["{plugin}"]
+"""
+
+
+def test_a_plugin_without_guards_cannot_take_another_plugins_model(plugin_dir):
+    """pluggy calls the last registered plugin first: without owner-only dispatch "second"
+    would build model-1 and both plugins would patch both models."""
+    for plugin, model in (("first", "model-1"), ("second", "model-2")):
+        write_module(plugin_dir, f"greedy_{plugin}", GREEDY.format(model=model, plugin=plugin))
+        write_entry_point(plugin_dir, f"detcore-{plugin}", plugin, f"greedy_{plugin}")
+    reg = Registry()
+    for model, owner in (("model-1", "first"), ("model-2", "second")):
+        spec = reg.get_model(model)
+        hooks = reg.hooks_for(spec)
+        assert spec.plugin == owner
+        assert hooks.build_model(spec=spec, config={}, num_classes=1) == f"{model} built by {owner}"
+        assert hooks.apply_npu_patches(spec=spec, config={}, device=None) == [[owner]]

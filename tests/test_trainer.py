@@ -47,7 +47,7 @@ def test_interrupt_then_resume_equals_uninterrupted(registry, tiny_data, tmp_pat
     train(registry, tiny_data, tmp_path / "straight", *common)
     reference = weights(tmp_path / "straight")
 
-    original = Trainer._step
+    original = Trainer.step
 
     def interrupt_at_8(self, batch):
         out = original(self, batch)
@@ -55,12 +55,12 @@ def test_interrupt_then_resume_equals_uninterrupted(registry, tiny_data, tmp_pat
             self.stop_requested = True
         return out
 
-    monkeypatch.setattr(Trainer, "_step", interrupt_at_8)
+    monkeypatch.setattr(Trainer, "step", interrupt_at_8)
     with pytest.raises(TrainingStopped, match="interrupted at step 8.*--resume"):
         train(registry, tiny_data, tmp_path / "cut", *common)
     ckpt = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (1, 2, 8)
-    monkeypatch.setattr(Trainer, "_step", original)
+    monkeypatch.setattr(Trainer, "step", original)
     result = train(registry, tiny_data, tmp_path / "cut", *common, resume=True)
     assert result["metrics"]["steps"] == 12
     resumed = weights(tmp_path / "cut")
@@ -174,14 +174,13 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
 
 def test_no_loader_workers_when_cpu_ranks_fill_the_cores(registry, tiny_data, tmp_path, monkeypatch):
     from detcore.runner import prepare
-    from detcore.tasks import build, dataset
 
     opts = RunOptions(model="tiny-fcos", task="train", data=str(tiny_data), device="cpu",
                       work_dir=str(tmp_path), sets=("data.workers=2",), progress=False)
     ctx = prepare(registry, opts)
-    data = dataset(ctx, "train", train=True)
-    model = build(ctx, data.num_classes)
+    data = ctx.dataset("train", train=True)
+    model = ctx.build_model(data.num_classes)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert Trainer(ctx, model, data).loader.num_workers == 2  # one rank: loader workers help
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on two cores
+    ctx.local_world_size = 2  # two ranks on two cores
     assert Trainer(ctx, model, data).loader.num_workers == 0

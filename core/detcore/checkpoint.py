@@ -86,6 +86,8 @@ def load_model_weights(model: torch.nn.Module, ckpt: dict, source: str, *,
         raise UserError(f"{source} is a checkpoint of model {ckpt.get('model_name')!r}, "
                         f"not {expected_model!r}; pass weights of {expected_model}")
     state = {k.removeprefix("module."): v for k, v in model_state(ckpt).items()}
+    convert = getattr(model, "convert_state_dict", None)
+    state = convert(state) if callable(convert) else state
     own = model.state_dict()
     shared = [k for k in state if k in own]
     if not shared:

@@ -8,8 +8,9 @@ import sys
 
 import click
 
+from .context import CHOICES
 from .errors import UserError
-from .runner import TASKS
+from .tasks import TASKS
 
 
 def _fail(exc: UserError):
@@ -71,18 +72,18 @@ def plugins(as_json):
 @click.option("--task", required=True, type=click.Choice(TASKS))
 @click.option("--data", type=click.Path(), help="COCO root, or omit for the synthetic set.")
 @click.option("--config", help="Named config of the model, or a .yaml/.json file.")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "npu"]))
+@click.option("--device", default="auto", type=click.Choice(CHOICES["device"]))
 @click.option("--work-dir", type=click.Path(), help="Default: work_dirs/MODEL/TASK.")
 @click.option("--weights", type=click.Path(), help="Checkpoint, or .onnx/.om for --task infer.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
 @click.option("--resume", is_flag=True, help="Continue from WORK_DIR/checkpoints/last.pt.")
-@click.option("--patches", default="auto", type=click.Choice(["on", "off", "auto"]),
+@click.option("--patches", default="auto", type=click.Choice(CHOICES["patches"]),
               help="Vendored NPU patches (auto: on for npu).")
-@click.option("--amp", type=click.Choice(["off", "fp16", "bf16"]), help="Mixed precision.")
+@click.option("--amp", type=click.Choice(CHOICES["amp"]), help="Mixed precision.")
 @click.option("--loss-scale", help="'dynamic' or a number (fp16).")
-@click.option("--engine", default="onnxruntime", type=click.Choice(["onnxruntime", "ais_bench"]))
+@click.option("--engine", default="onnxruntime", type=click.Choice(CHOICES["engine"]))
 @click.option("--batch-size", type=int, help="Batch for infer/export.")
-@click.option("--format", "fmt", default="onnx", type=click.Choice(["onnx", "om"]))
+@click.option("--format", "fmt", default="onnx", type=click.Choice(CHOICES["fmt"]))
 @click.option("--nproc", type=int, default=1, help="Workers on this machine (torchrun).")
 @click.option("--nnodes", type=int, default=1)
 @click.option("--node-rank", type=int, default=0)
@@ -94,17 +95,17 @@ def run(nproc, nnodes, node_rank, master_addr, master_port, progress, **kwargs):
     if nproc < 1 or nnodes < 1:
         raise UserError("--nproc and --nnodes must be at least 1")
     if nproc > 1 or nnodes > 1:
-        from .launch import check_nproc, launch
+        from .launch import launch
 
-        check_nproc(kwargs["device"], nproc)
-        sys.exit(launch(sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
+        sys.exit(launch(kwargs["device"], nproc, nnodes, node_rank, master_addr, master_port))
     _setup_logging()
+    from .context import RunOptions
     from .plugins import get_registry
-    from .runner import RunOptions, run as run_task
+    from .runner import run as run_task
 
     progress = sys.stderr.isatty() if progress is None else progress
     result = run_task(get_registry(), RunOptions(progress=progress, **kwargs))
-    if int(os.environ.get("RANK", 0)) == 0:
+    if result is not None:  # rank 0
         _summarise(result)
 
 
@@ -137,8 +138,8 @@ def doctor(as_json):
 
 @main.command()
 @click.option("--models", help="Comma-separated models (default: every installed model's first variant).")
-@click.option("--quick", is_flag=True, help="Fewer steps and batch sizes (CI: under 3 minutes).")
-@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda", "npu"]),
+@click.option("--quick", is_flag=True, help="Fewer steps and batch sizes (CI: under 2 minutes).")
+@click.option("--device", default="cpu", type=click.Choice([d for d in CHOICES["device"] if d != "auto"]),
               help="cuda runs the coco configs with AMP, next to the reference figures.")
 @click.option("--out", default="work_dirs/bench", show_default=True, type=click.Path())
 def bench(models, quick, device, out):
@@ -152,7 +153,9 @@ def bench(models, quick, device, out):
     names = models.split(",") if models else _default_bench_models(registry)
     for name in names:
         registry.get_model(name)
-    report = run_bench(names, quick, device, Path(out))
+    command = " ".join(["detcore bench", *(["--models", models] if models else []),
+                        *(["--quick"] if quick else []), "--device", device, "--out", out])
+    report = run_bench(names, quick, device, Path(out), command)
     click.echo((Path(out) / "bench.md").read_text())
     if any("error" in row for row in report["train"] + report["infer"]):
         sys.exit(1)

@@ -26,7 +26,7 @@ CORE_DEFAULTS: dict[str, Any] = {
         "epochs": 12, "max_steps": 0, "max_minutes": 0.0, "log_interval": 10,
         "clip_grad": 0.0, "ema": 0.0, "amp": "off", "loss_scale": "dynamic",
         "seed": 0, "deterministic": False, "warmup_fps_steps": 5, "checkpoint_every": 1,
-        "bench_steps": 30, "eval_after": True, "sync_bn": False, "dist_timeout_s": 300,
+        "perf_steps": 30, "eval_after": True, "sync_bn": False, "dist_timeout_s": 300,
     },
     "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9,
                   "scale_lr_by_world_size": True, "base_world_size": 1},

@@ -1,4 +1,4 @@
-"""Core's default hook implementations (``trylast``): plugins override by returning non-None."""
+"""Core's default hook implementations (``trylast``), each a thin door to its service."""
 from __future__ import annotations
 
 from . import hookimpl
@@ -6,9 +6,9 @@ from . import hookimpl
 
 @hookimpl(trylast=True)
 def train(ctx):
-    from .tasks import default_train
+    from .train.service import train as fit_and_evaluate
 
-    return default_train(ctx)
+    return fit_and_evaluate(ctx)
 
 
 @hookimpl(trylast=True)
@@ -20,17 +20,20 @@ def evaluate(ctx, model, dataset):
 
 @hookimpl(trylast=True)
 def export(ctx, model, path, fmt):
-    from .tasks import default_export
+    from .export import export_model
 
-    return default_export(ctx, model, path, fmt)
+    return export_model(ctx, model, path, fmt)
 
 
 @hookimpl(trylast=True)
 def baseline_train_step(spec, config, model, optimizer):
+    """A bare PyTorch step over the Detector: no upstream code (``detcore bench`` says so)."""
+
     def step(images, targets):
         loss = sum(model(images, targets).values())
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
+    step.upstream = False
     return step

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import MissingDependency, UserError
+from .errors import MissingDependency
 
 CHOICES = ("auto", "cpu", "cuda", "npu")
 CANN_ENV = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME", "ASCEND_OPP_PATH")
@@ -62,8 +62,6 @@ def resolve_device(name: str, local_rank: int = 0):
     """``auto|cpu|cuda|npu`` -> ``torch.device``, or a one-line error naming what is missing."""
     import torch
 
-    if name not in CHOICES:
-        raise UserError(f"unknown device {name!r}: use one of {', '.join(CHOICES)}")
     if name == "auto":
         name = auto_device_name()
     if name == "npu":
@@ -79,6 +77,14 @@ def resolve_device(name: str, local_rank: int = 0):
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued kernels (CUDA and NPU run asynchronously): before a clock read."""
+    import torch
+
+    if device.type in ("cuda", "npu"):
+        getattr(torch, device.type).synchronize(device)
 
 
 def device_count(kind: str) -> int:

@@ -1,8 +1,7 @@
-"""torch.distributed set-up from the environment ``torchrun`` provides."""
+"""torch.distributed for runs launched by ``torchrun`` (the runner reads its variables)."""
 from __future__ import annotations
 
 import datetime
-import os
 
 import torch
 import torch.distributed as dist
@@ -10,21 +9,11 @@ import torch.distributed as dist
 BACKENDS = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl"}
 
 
-def world() -> tuple[int, int, int]:
-    """``(rank, local_rank, world_size)`` from torchrun's variables (1 process: 0, 0, 1)."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)))
-
-
-def init(device: torch.device, timeout_s: float = 300.0) -> None:
-    """Join the process group when launched with WORLD_SIZE > 1; a lost peer times out."""
-    if world()[2] > 1 and not dist.is_initialized():
+def init(device: torch.device, world_size: int, timeout_s: float = 300.0) -> None:
+    """Join the process group when there is more than one process; a lost peer times out."""
+    if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(BACKENDS[device.type],
                                 timeout=datetime.timedelta(seconds=timeout_s))
-
-
-def is_main() -> bool:
-    return world()[0] == 0
 
 
 def enabled() -> bool:

@@ -125,16 +125,15 @@ def evaluate_model(ctx, model, dataset) -> dict:
     """Core's default ``evaluate``: sharded over ranks, merged on every rank, scored once."""
     from .train.loader import eval_loader
 
-    rank, _, world_size = dist.world()
     loader = eval_loader(dataset, int(ctx.config["eval"]["batch_size"]),
-                         int(ctx.config["data"]["workers"]), rank, world_size)
+                         int(ctx.config["data"]["workers"]), ctx.rank, ctx.world_size)
     results = predict_dataset(model, loader, ctx.device, str(ctx.config["train"]["amp"]),
-                              ctx.progress and dist.is_main())
+                              ctx.progress)
     results = [r for part in dist.all_gather_objects(results) for r in part]
     results.sort(key=lambda r: (r["image_id"], -r["score"]))
     iou_types = ("bbox", "segm") if ctx.spec.task_type == "segm" else ("bbox",)
     metrics = coco_metrics(dataset.coco, results, iou_types, str(ctx.config["eval"]["backend"]))
-    if dist.is_main():
+    if ctx.is_main:
         path = Path(ctx.work_dir) / "predictions.json"
         path.write_text(json.dumps(results))
         ctx.artifacts["predictions"] = str(path)

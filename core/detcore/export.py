@@ -24,6 +24,51 @@ class ExportWrapper(torch.nn.Module):
         return self.detector.export_forward(images)
 
 
+def export_model(ctx, model, path: Path, fmt: str) -> dict:
+    """Core's ``export`` hook: ONNX checked with onnxruntime, then ``atc`` for ``om``."""
+    ecfg = ctx.config["export"]
+    batch = int(ctx.options.batch_size or ecfg["batch_size"])
+    info = export_onnx(model, path, ctx.config["data"]["input_size"], batch, int(ecfg["opset"]),
+                       bool(ecfg["dynamic_batch"]), sample=_val_images(ctx, batch))
+    artifacts = {"onnx": info["onnx"], "onnx_inputs": info["inputs"], "onnx_outputs": info["outputs"]}
+    metrics = {f"parity_max_abs_diff_{k}": v for k, v in info["parity_max_abs_diff"].items()}
+    metrics["parity_unmatched"] = info["parity_unmatched"]
+    if fmt == "om":
+        artifacts.update(convert_om(path, ctx.config["data"]["input_size"], batch,
+                                    model.atc_out_nodes or info["outputs"], ecfg.get("soc_version")))
+    return {"artifacts": artifacts, "metrics": metrics}
+
+
+def _val_images(ctx, batch: int) -> torch.Tensor | None:
+    """Real validation images for the parity check (random ones flatter the comparison)."""
+    try:
+        data = ctx.dataset("val")
+    except UserError:
+        return None
+    samples = [s for s in (data[i] for i in range(min(batch, len(data)))) if s is not None]
+    if len(samples) < batch:
+        return None
+    return torch.stack([s[0] for s in samples]).float() / 255
+
+
+def check_contract(model, images: torch.Tensor, outputs) -> None:
+    """``export_forward``'s outputs against :class:`detcore.model.Detector`'s export contract."""
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    names, (b, _, h, w) = model.export_output_names, images.shape
+    k = int(model.max_detections)
+    expected = {"dets": ((b, k, 5), torch.float32), "labels": ((b, k), torch.int64),
+                "masks": ((b, k, h, w), torch.float32)}
+    if len(outputs) != len(names):
+        raise UserError(f"{type(model).__name__}.export_forward returned {len(outputs)} outputs; "
+                        f"the export contract is {', '.join(names)} (see detcore.model.Detector)")
+    for name, out in zip(names, outputs):
+        shape, dtype = expected[name]
+        if tuple(out.shape) != shape or out.dtype != dtype:
+            raise UserError(f"{type(model).__name__}.export_forward output {name} is "
+                            f"{tuple(out.shape)} {out.dtype}; the export contract needs {shape} "
+                            f"{dtype} (see detcore.model.Detector)")
+
+
 def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dynamic_batch: bool,
                 sample: torch.Tensor | None = None) -> dict:
     """Trace ``model.export_forward`` to ONNX and compare onnxruntime with PyTorch."""
@@ -31,6 +76,8 @@ def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dyna
     h, w = (int(v) for v in input_size)
     dummy = sample if sample is not None else torch.rand(batch_size, 3, h, w)
     names = list(model.export_output_names)
+    with torch.inference_mode():
+        check_contract(model, dummy, model.export_forward(dummy))
     axes = {n: {0: "batch"} for n in ["input", *names]} if dynamic_batch else None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.partial")
@@ -103,30 +150,19 @@ def check_parity(model, path: Path, images: torch.Tensor) -> dict:
     for name, r, g in zip(names, ref, got):
         if r.shape != g.shape:
             raise UserError(f"exported output {name} has shape {g.shape}, PyTorch gives {r.shape}")
-    matching = _match_order(dict(zip(names, ref)), dict(zip(names, got)))
+    order, matched = match_detections(dict(zip(names, ref)), dict(zip(names, got)))
     diffs = {}
     for name, r, g in zip(names, ref, got):
-        if matching is not None and r.ndim >= 2 and r.shape[:2] == matching[0].shape:
-            order, matched = matching
-            g = np.stack([g[b][order[b]] for b in range(len(g))])
-            r, g = r[matched], g[matched]
+        g = np.stack([g[b][order[b]] for b in range(len(g))])
+        r, g = r[matched], g[matched]
         diffs[name] = float(np.abs(r - g).max()) if r.size else 0.0
-    out = {"parity_max_abs_diff": diffs}
-    if matching is not None:
-        out["parity_unmatched"] = int((~matching[1]).sum())
-    return out
+    return {"parity_max_abs_diff": diffs, "parity_unmatched": int((~matched).sum())}
 
 
-def _match_order(ref: dict, got: dict, tol: float = MATCH_TOLERANCE):
+def match_detections(ref: dict, got: dict, tol: float = MATCH_TOLERANCE):
     """For each image, the index in ``got`` of each ``ref`` detection (greedy by score,
-    label-aware), and whether that match lies within ``tol``; None for other outputs."""
-    if "dets" in ref and "labels" in ref:
-        rd, gd, rl, gl = ref["dets"], got["dets"], ref["labels"], got["labels"]
-    elif "detections" in ref:
-        rd, gd = ref["detections"][..., :5], got["detections"][..., :5]
-        rl, gl = ref["detections"][..., 5], got["detections"][..., 5]
-    else:
-        return None
+    label-aware), and whether that match lies within ``tol`` (pixels and score)."""
+    rd, gd, rl, gl = ref["dets"], got["dets"], ref["labels"], got["labels"]
     order = np.zeros(rl.shape, dtype=np.int64)
     matched = np.zeros(rl.shape, dtype=bool)
     for b in range(rd.shape[0]):

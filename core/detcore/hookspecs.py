@@ -5,9 +5,11 @@ defines functions decorated with ``detcore.hookimpl`` and named like the specs
 below. It implements ``register_models`` and ``build_model``; everything else
 has a default in core (``detcore.defaults``) that a plugin may override.
 
-``firstresult`` hooks stop at the first implementation that returns something
-other than ``None``: a plugin returns ``None`` for models that are not its own.
-Core's defaults are ``trylast``, so any plugin implementation runs before them.
+Core calls a model's hooks only on the plugin that declared the model in
+``register_models``, then on core's defaults: an implementation never checks
+whether ``spec`` is its own. ``firstresult`` hooks stop at the first result that
+is not ``None``; core's defaults are ``trylast``, so the plugin's runs first, and
+returning ``None`` hands the call to core's default.
 
 Heavy imports (torch, the upstream library) belong inside the hook bodies, not
 at module level: ``detcore plugins`` imports every plugin module and must stay fast.
@@ -36,10 +38,10 @@ def apply_npu_patches(spec, config, device):
     ``auto`` on an NPU). ``device`` is the ``torch.device`` the run uses, so a patch
     can pick its NPU kernel (``torch_npu``) or its portable fallback.
 
-    Returns a list of applied :class:`detcore.patching.Patch` objects (core reverts
-    them at the end of the run), or ``None`` / ``[]`` if the model is not this
-    plugin's. Each patch must be reversible and numerically equivalent to the code
-    it replaces on CPU within the tolerance its docstring states.
+    Returns the applied :class:`detcore.patching.Patch` objects (core reverts them at
+    the end of the run); apply them with :func:`detcore.patching.apply_patches`, which
+    reverts those already applied if one fails. Each patch must be reversible and
+    numerically equivalent to the code it replaces within the tolerance it states.
     """
 
 
@@ -48,27 +50,30 @@ def build_model(spec, config, num_classes):
     """Build the model for ``spec`` with ``num_classes`` foreground classes.
 
     ``config`` is the resolved config (a nested dict). Returns a
-    :class:`detcore.model.Detector` (on CPU; core moves it to the device), or
-    ``None`` if ``spec`` is not this plugin's. Must not download anything: load
-    weights only from ``config["model"]["weights"]``-style local paths.
+    :class:`detcore.model.Detector` (on CPU; core moves it to the device). Must not
+    download anything: load weights only from local paths named in ``config["model"]``.
     """
 
 
 @hookspec(firstresult=True)
-def build_optimizer(spec, config, model):
+def build_optimizer(spec, config, model, world_size):
     """Return a ``torch.optim.Optimizer`` for ``model``, or ``None`` for core's default.
 
-    Core's default reads ``config["optimizer"]`` (``name``: sgd|adamw, ``lr``,
-    ``weight_decay``, ``momentum``), with ``lr`` already scaled by world size.
+    ``world_size`` is the number of training processes (for scaling the learning rate,
+    e.g. with :func:`detcore.train.optim.scaled_lr`). Core's default reads
+    ``config["optimizer"]`` (``name``: sgd|adamw, ``lr``, ``weight_decay``, ``momentum``).
     """
 
 
 @hookspec(firstresult=True)
 def train(ctx):
-    """Run training for ``ctx`` (a :class:`detcore.runner.RunContext`); return a result dict.
+    """Run training for ``ctx`` (a :class:`detcore.context.RunContext`); return a result dict.
 
-    Core's default (``detcore.train.Trainer``) owns device placement, AMP, loss
-    scale, clipping, EMA, checkpoints, resume and FPS. Override only to replace
+    ``ctx`` holds what the runner resolved: ``init_weights`` and ``finetune`` (start from
+    a checkpoint, re-initialising class-count layers), ``resume``, ``world_size``, and a
+    config whose ``train.max_steps`` / ``train.eval_after`` already say how long to run and
+    whether to evaluate. Core's default (``detcore.train.Trainer``) owns device placement,
+    AMP, loss scale, clipping, EMA, checkpoints, resume and FPS. Override only to replace
     the whole loop; return ``{"metrics": {...}, "fps": float, "artifacts": {...}}``.
     """
 
@@ -87,8 +92,9 @@ def evaluate(ctx, model, dataset):
 def export(ctx, model, path, fmt):
     """Export ``model`` to ``path`` in format ``fmt`` (``onnx`` or ``om``); return artefacts.
 
-    Core's default traces ``Detector.export_forward`` with ``torch.onnx``, checks
-    the file with onnxruntime against PyTorch, and for ``om`` runs CANN's ``atc``.
+    Core's default traces ``Detector.export_forward`` with ``torch.onnx``, checks the
+    outputs against the contract of :class:`detcore.model.Detector` and onnxruntime
+    against PyTorch, and for ``om`` runs CANN's ``atc``.
     Returns ``{"artifacts": {...}, "metrics": {...}}``.
     """
 
@@ -98,7 +104,9 @@ def baseline_train_step(spec, config, model, optimizer):
     """Return ``step(images, targets)``: one training step done the upstream's own way.
 
     ``detcore bench`` times it side by side with core's loop on the same model,
-    data and batch to report detcore's overhead. Implement it with the upstream's
-    own training machinery (e.g. effdet's bench + its loss, mmengine's
-    ``model.train_step``). Core's default is a bare PyTorch loop over the Detector.
+    data and batch to report detcore's overhead. ``images`` are ``[0, 1]`` floats on
+    the device, ``targets`` detcore's target dicts. Implement it with the upstream's
+    own training machinery (e.g. effdet's ``DetBenchTrain``, mmengine's
+    ``model.train_step``). Core's default is a bare PyTorch loop over the Detector,
+    which ``detcore bench`` labels as such: it measures no upstream.
     """

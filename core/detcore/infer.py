@@ -56,20 +56,13 @@ class AisBenchEngine:
 
 
 def decode_outputs(outputs: dict) -> list[dict]:
-    """Engine outputs -> per-image dicts (boxes, scores, labels[, masks]).
-
-    Accepts core's contract (``dets`` B x K x 5 + ``labels`` B x K [+ ``masks``]) and the
-    six-column form (``detections`` B x K x 6: x1, y1, x2, y2, score, label).
-    """
-    if "dets" in outputs and "labels" in outputs:
-        dets, labels = outputs["dets"], outputs["labels"]
-        boxes, scores = dets[..., :4], dets[..., 4]
-    elif "detections" in outputs:
-        det = outputs["detections"]
-        boxes, scores, labels = det[..., :4], det[..., 4], det[..., 5]
-    else:
+    """Engine outputs (the export contract: ``dets`` B x K x 5, ``labels`` B x K [, ``masks``])
+    -> per-image dicts (boxes, scores, labels[, masks])."""
+    if "dets" not in outputs or "labels" not in outputs:
         raise UserError(f"model outputs {sorted(outputs)} are not a detcore export "
-                        f"(expected dets+labels or detections)")
+                        f"(expected dets and labels)")
+    dets, labels = outputs["dets"], outputs["labels"]
+    boxes, scores = dets[..., :4], dets[..., 4]
     masks = outputs.get("masks")
     per_image = []
     for i in range(len(boxes)):
@@ -81,6 +74,9 @@ def decode_outputs(outputs: dict) -> list[dict]:
             out["masks"] = torch.from_numpy(np.ascontiguousarray(masks[i][valid])).float()
         per_image.append(out)
     return per_image
+
+
+ENGINES = {"onnxruntime": OnnxRuntimeEngine, "ais_bench": AisBenchEngine}
 
 
 def run_offline(engine, dataset, batch_size: int, progress: bool) -> tuple[list[dict], dict]:

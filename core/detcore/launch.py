@@ -1,10 +1,15 @@
-"""``--nproc``/``--nnodes``: re-run the same command under torchrun (torch.distributed.run)."""
+"""``--nproc``/``--nnodes``: re-run the same command under torchrun (torch.distributed.run).
+
+The launcher decides the device once (``auto`` is probed here, not again in every worker)
+and hands each worker the command line with that device and without its own options.
+"""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-LAUNCHER_OPTIONS = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
+LAUNCHER_OPTIONS = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port",
+                    "--device"}
 
 
 def strip_launcher_options(argv: list[str]) -> list[str]:
@@ -21,19 +26,19 @@ def strip_launcher_options(argv: list[str]) -> list[str]:
     return out
 
 
-def torchrun_command(argv, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> list[str]:
+def torchrun_command(argv, device: str, nproc: int, nnodes: int, node_rank: int, addr: str,
+                     port: int) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
            f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={addr}",
            f"--master-port={port}", "-m", "detcore.cli"]
-    return cmd + strip_launcher_options(argv)
+    return cmd + strip_launcher_options(argv) + ["--device", device]
 
 
-def check_nproc(device: str, nproc: int) -> None:
+def check_nproc(kind: str, nproc: int) -> None:
     """One worker per accelerator; on CPU, at most one worker per core."""
-    from .devices import auto_device_name, device_count
+    from .devices import device_count
     from .errors import UserError
 
-    kind = auto_device_name() if device == "auto" else device
     available = device_count(kind)
     if nproc > available:
         what = "CPU cores" if kind == "cpu" else f"{kind} devices"
@@ -41,9 +46,14 @@ def check_nproc(device: str, nproc: int) -> None:
                         f"use --nproc {available} or fewer")
 
 
-def launch(argv, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
-    """Run the job under torchrun; a worker that dies ends the whole job, with a one-line summary."""
-    code = subprocess.call(torchrun_command(argv, nproc, nnodes, node_rank, addr, port))
+def launch(device: str, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
+    """Run this command under torchrun; a worker that dies ends the whole job, with a one-line summary."""
+    from .devices import auto_device_name
+
+    kind = auto_device_name() if device == "auto" else device
+    check_nproc(kind, nproc)
+    cmd = torchrun_command(sys.argv[1:], kind, nproc, nnodes, node_rank, addr, port)
+    code = subprocess.call(cmd)
     if code != 0:
         print(f"detcore: error: the {nnodes * nproc}-worker job stopped (torchrun exit {code}); "
               f"the log above names the failed worker; the last complete checkpoint is kept, "

@@ -19,15 +19,25 @@ class Detector(nn.Module):
     input-canvas pixels), ``scores`` (``N``), ``labels`` (``N``, 0-based) and, for
     ``segm`` models, ``masks`` (``N x H x W`` probabilities or booleans).
 
-    ``export_forward(images)`` is what ONNX export traces: fixed-shape outputs named
-    by ``export_output_names``. The core contract is ``dets`` (``B x K x 5``: x1, y1,
-    x2, y2, score), ``labels`` (``B x K`` int64, ``-1`` for empty slots) and, for
-    ``segm``, ``masks`` (``B x K x H x W``), with ``K = max_detections``.
+    **The export contract** (checked by core at export time and by the conformance suite):
+    ``export_forward(images)`` is what ONNX export traces, and returns, in this order,
+
+    * ``dets`` ``B x K x 5`` float32: x1, y1, x2, y2, score (empty slots all 0),
+    * ``labels`` ``B x K`` int64, 0-based (``-1`` for empty slots),
+    * ``masks`` ``B x K x H x W`` float32 probabilities, ``segm`` models only,
+
+    with ``K = max_detections``. The ONNX outputs carry these names
+    (:attr:`export_output_names`); :attr:`atc_out_nodes` is the order CANN's ``atc
+    --out_node`` lists them in the ``.om`` file (``None``: the same order).
     """
 
     task_type = "bbox"
     max_detections = 100
-    export_output_names: tuple[str, ...] = ("dets", "labels")
+    atc_out_nodes: tuple[str, ...] | None = None
+
+    @property
+    def export_output_names(self) -> tuple[str, ...]:
+        return ("dets", "labels", "masks") if self.task_type == "segm" else ("dets", "labels")
 
     def export_forward(self, images: torch.Tensor):
         raise NotImplementedError(f"{type(self).__name__} does not implement export_forward")
@@ -35,3 +45,8 @@ class Detector(nn.Module):
     def class_parameter_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes whose shape depends on the class count (re-initialised on finetune)."""
         return ()
+
+    def convert_state_dict(self, state: dict) -> dict:
+        """An upstream checkpoint's state dict -> this model's keys (core calls it on every
+        ``--weights`` file before loading strictly). The default takes the keys as they are."""
+        return state

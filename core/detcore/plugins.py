@@ -4,6 +4,10 @@ Modelled on pytest/llm: a pluggy ``PluginManager`` with core's defaults
 registered first (as ``trylast`` implementations) and each installed plugin
 module after. A plugin that fails to import, or declares another hook-API
 version, is recorded as broken instead of breaking the CLI.
+
+The registry knows which plugin declared each model, and :meth:`Registry.hooks_for`
+calls a model's hooks on that plugin alone (then core's defaults): a plugin never
+has to ask whether a model is its own.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from .errors import UserError
 from .spec import ModelSpec
 
 ENTRY_POINT_GROUP = "detcore"
+DEFAULTS = "detcore.defaults"
 ALLOW_ENV = "DETCORE_PLUGINS"
 #: Comma-separated importable modules loaded as plugins without an entry point
 #: (like pytest's PYTEST_PLUGINS): for developing a plugin before packaging it.
@@ -50,7 +55,7 @@ class Registry:
         self.models: dict[str, ModelSpec] = {}
         from . import defaults
 
-        self.pm.register(defaults, name="detcore.defaults")
+        self.pm.register(defaults, name=DEFAULTS)
         for ep in _entry_points():
             self._load_entry_point(ep)
         for name in _env_modules():
@@ -141,9 +146,24 @@ class Registry:
             msg += f"; plugins not loaded: {', '.join(broken)} (see detcore plugins)"
         raise UserError(msg)
 
-    @property
-    def hook(self):
-        return self.pm.hook
+    def hooks_for(self, spec: ModelSpec) -> "ModelHooks":
+        """The hooks of ``spec``'s model: its plugin's implementations, then core's defaults."""
+        return ModelHooks(self.pm, spec.plugin)
+
+
+class ModelHooks:
+    """Hook callers bound to one plugin: ``hooks.build_model(spec=..., ...)`` runs the owner's
+    implementation (and core's ``trylast`` default), never another plugin's."""
+
+    def __init__(self, pm: pluggy.PluginManager, owner: str):
+        self._pm = pm
+        self._others = [plugin for name, plugin in pm.list_name_plugin()
+                        if name not in (owner, DEFAULTS) and plugin is not None]
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._pm.subset_hook_caller(name, self._others)
 
 
 def _with_plugin(spec: ModelSpec, plugin: str) -> ModelSpec:

@@ -1,56 +1,21 @@
-"""``detcore run``: resolve model, config, data, device and patches, then run one task."""
+"""``detcore run``: resolve model, config, data, device, world size, weights and task semantics
+once, then run one task. Below this module nothing re-reads the environment or the command
+line, or decides any of these again."""
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from .context import CHOICES, RunContext, RunOptions
 from .errors import UserError
 from .spec import ModelSpec
 
 log = logging.getLogger("detcore")
-TASKS = ("train", "eval", "finetune", "predict", "export", "infer", "bench")
 
-
-@dataclass
-class RunOptions:
-    model: str
-    task: str
-    data: str | None = None
-    config: str | None = None
-    device: str = "auto"
-    work_dir: str | None = None
-    weights: str | None = None
-    sets: tuple[str, ...] = ()
-    resume: bool = False
-    patches: str = "auto"
-    amp: str | None = None
-    loss_scale: str | None = None
-    engine: str = "onnxruntime"
-    batch_size: int | None = None
-    fmt: str = "onnx"
-    progress: bool = True
-
-
-@dataclass
-class RunContext:
-    """What a task (and a plugin's ``train``/``evaluate``/``export`` hook) receives."""
-
-    spec: ModelSpec
-    config_name: str
-    config: dict
-    device: Any
-    work_dir: Path
-    data_root: Path
-    options: RunOptions
-    hook: Any
-    progress: bool = True
-    world_size: int = 1
-    artifacts: dict = field(default_factory=dict)
-    patches: list = field(default_factory=list)
+#: torchrun's variables: (rank, local rank, world size, workers on this node).
+_WORLD_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
 
 
 def default_work_dir(model: str, task: str) -> Path:
@@ -61,30 +26,78 @@ def default_weights(model: str) -> Path:
     return default_work_dir(model, "train") / "checkpoints" / "last.pt"
 
 
-def prepare(registry, opts: RunOptions) -> RunContext:
-    from .config import resolve_config
+def check_options(opts: RunOptions) -> None:
+    """The closed choices, checked once (the CLI offers only these; API callers may not)."""
+    from .tasks import TASKS
 
     if opts.task not in TASKS:
         raise UserError(f"unknown task {opts.task!r}: use one of {', '.join(TASKS)}")
+    for name, allowed in CHOICES.items():
+        value = getattr(opts, name)
+        if value is not None and value not in allowed:
+            raise UserError(f"--{name.replace('fmt', 'format')} {value!r}: use one of "
+                            f"{', '.join(allowed)}")
+
+
+def prepare(registry, opts: RunOptions) -> RunContext:
+    from .config import resolve_config
+
+    check_options(opts)
     spec = registry.get_model(opts.model)
     check_pins(spec)
     config_name, config = resolve_config(spec, opts.config, list(opts.sets))
-    if opts.amp is not None:
-        config["train"]["amp"] = opts.amp
-    if opts.loss_scale is not None:
-        config["train"]["loss_scale"] = opts.loss_scale
+    _task_config(config, opts)
     work_dir = Path(opts.work_dir) if opts.work_dir else default_work_dir(spec.name, opts.task)
     _ensure_writable(work_dir)
+    weights, init_weights = _weights(spec, opts)
     from . import distributed as dist
     from .devices import resolve_device
 
-    rank, local_rank, world_size = dist.world()
+    rank, local_rank, world_size, local_world_size = (int(os.environ.get(v, d)) for v, d in
+                                                      zip(_WORLD_ENV, (0, 0, 1, 1)))
     device = resolve_device(opts.device, local_rank)
-    dist.init(device, float(config["train"]["dist_timeout_s"]))
+    dist.init(device, world_size, float(config["train"]["dist_timeout_s"]))
     data_root = Path(opts.data) if opts.data else synthetic_root(config)
     return RunContext(spec=spec, config_name=config_name, config=config, device=device,
-                      work_dir=work_dir, data_root=data_root, options=opts, hook=registry.hook,
-                      progress=opts.progress and rank == 0, world_size=world_size)
+                      work_dir=work_dir, data_root=data_root, options=opts,
+                      hooks=registry.hooks_for(spec), progress=opts.progress and rank == 0,
+                      rank=rank, world_size=world_size, local_world_size=local_world_size,
+                      weights=weights, init_weights=init_weights,
+                      finetune=opts.task == "finetune", resume=opts.resume)
+
+
+def _task_config(config: dict, opts: RunOptions) -> None:
+    """What the options and the task mean for the config: AMP, loss scale, ``perf``'s length."""
+    tcfg = config["train"]
+    if opts.amp is not None:
+        tcfg["amp"] = opts.amp
+    if opts.loss_scale is not None:
+        tcfg["loss_scale"] = opts.loss_scale
+    if tcfg["amp"] not in CHOICES["amp"]:
+        raise UserError(f"train.amp {tcfg['amp']!r}: use one of {', '.join(CHOICES['amp'])}")
+    if opts.task == "perf":  # the reference's train_performance_*.sh: fixed steps, FPS only
+        tcfg["max_steps"] = int(tcfg["perf_steps"]) + int(tcfg["warmup_fps_steps"])
+        tcfg["eval_after"] = False
+
+
+def _weights(spec: ModelSpec, opts: RunOptions) -> tuple[Path | None, Path | None]:
+    """``(weights the task reads, weights training starts from)``; a missing file is named."""
+    task, given = opts.task, Path(opts.weights) if opts.weights else None
+    if task == "infer":
+        if given is None:
+            raise UserError("--task infer needs --weights MODEL.onnx (or .om with --engine ais_bench)")
+        if not given.is_file():
+            raise UserError(f"model file {given} does not exist")
+        return given, None
+    if task in ("train", "perf"):
+        return None, (given if given and not opts.resume else None)
+    path = given or default_weights(spec.name)
+    if given is None and not path.is_file():
+        raise UserError(f"no weights: looked for {path.resolve()}, where `detcore run --model "
+                        f"{spec.name} --task train` run from this folder without --work-dir "
+                        f"saves them; train first, or pass --weights FILE (a train run's "
+                        f"WORK_DIR/checkpoints/last.pt)")
+    return (None, path) if task == "finetune" else (path, None)
 
 
 def check_pins(spec: ModelSpec) -> None:
@@ -103,14 +116,15 @@ def check_pins(spec: ModelSpec) -> None:
 
 
 def synthetic_root(config: dict) -> Path:
-    from .data.synthetic import SynthSpec, ensure_synthetic
+    from .data.synthetic import SHAPES, SynthSpec, ensure_synthetic
 
     try:
         spec = SynthSpec(**config["data"]["synthetic"])
     except TypeError as exc:
         raise UserError(f"data.synthetic: {exc}") from None
-    if not 1 <= spec.num_classes <= 6 or spec.min_size > spec.max_size or spec.num_train < 1:
-        raise UserError("data.synthetic: need 1..6 classes, min_size <= max_size, num_train >= 1")
+    if not 1 <= spec.num_classes <= len(SHAPES) or spec.min_size > spec.max_size or spec.num_train < 1:
+        raise UserError(f"data.synthetic: need 1..{len(SHAPES)} classes, min_size <= max_size, "
+                        f"num_train >= 1")
     return ensure_synthetic(spec)
 
 
@@ -124,34 +138,32 @@ def _ensure_writable(work_dir: Path) -> None:
         raise UserError(f"work dir {work_dir} is not writable; pass --work-dir with a writable folder")
 
 
-def run(registry, opts: RunOptions) -> dict:
-    """Run one task; write ``result.json`` (rank 0) and return it."""
+def run(registry, opts: RunOptions) -> dict | None:
+    """Run one task; write ``result.json`` and return it (on rank 0; other ranks get None)."""
+    from . import distributed as dist
     from .result import build_result, now, write_json_atomic
+    from .tasks import TASKS
 
     started, t0 = now(), time.perf_counter()
     ctx = prepare(registry, opts)
-    from . import distributed as dist
-    from .tasks import TASK_FUNCTIONS
-
     try:
         _apply_patches(ctx)
-        metrics, fps = TASK_FUNCTIONS[opts.task](ctx)
+        metrics, fps = TASKS[opts.task](ctx)
     finally:
         for patch in reversed(ctx.patches):
             patch.revert()
         dist.shutdown()
+    if not ctx.is_main:
+        return None
     result = build_result(ctx, opts.task, metrics, fps, started, time.perf_counter() - t0)
-    if dist.is_main():
-        write_json_atomic(ctx.work_dir / "result.json", result)
+    write_json_atomic(ctx.work_dir / "result.json", result)
     return result
 
 
 def _apply_patches(ctx: RunContext) -> None:
     mode = ctx.options.patches
-    if mode not in ("on", "off", "auto"):
-        raise UserError(f"--patches {mode!r}: use on, off or auto")
     if mode == "off" or (mode == "auto" and ctx.device.type != "npu"):
         return
-    for applied in ctx.hook.apply_npu_patches(spec=ctx.spec, config=ctx.config, device=ctx.device):
+    for applied in ctx.hooks.apply_npu_patches(spec=ctx.spec, config=ctx.config, device=ctx.device):
         ctx.patches.extend(applied or [])
     ctx.artifacts["patches"] = [p.name for p in ctx.patches]

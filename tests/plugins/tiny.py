@@ -31,8 +31,6 @@ def register_models():
 
 @hookimpl
 def build_model(spec, config, num_classes):
-    if spec.name not in ("tiny-fcos", "tiny-fcos-wide"):
-        return None
     from tests.plugins.tiny_model import TinyFCOS
 
     return TinyFCOS(num_classes, config["data"]["input_size"], int(config["model"]["width"]),

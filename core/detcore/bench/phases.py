@@ -1,4 +1,4 @@
-"""Benchmark phases, each run in its own process so peak memory is per phase.
+"""``detcore bench``'s phases, each run in its own process so peak memory is per phase.
 
 ``python -m detcore.bench.phases train|infer MODEL [--quick] [--device D]`` prints one JSON line.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import sys
 import time
 
 import torch
@@ -20,90 +19,68 @@ QUICK_SETS = ("data.input_size=[128,128]", "data.batch_size=2", "eval.batch_size
 
 
 def context(model_name: str, device_name: str, sets=(), quick: bool = False):
+    from ..context import RunOptions
     from ..plugins import get_registry
-    from ..runner import RunOptions, prepare
+    from ..runner import prepare
 
     config = "coco" if device_name == "cuda" else None
     sets = tuple(sets) + (("train.amp=fp16",) if device_name == "cuda" else ())
     sets += QUICK_SETS if quick else ()
-    opts = RunOptions(model=model_name, task="bench", device=device_name, config=config,
+    opts = RunOptions(model=model_name, task="perf", device=device_name, config=config,
                       sets=sets, progress=False, work_dir=f"work_dirs/bench/{model_name}")
     return prepare(get_registry(), opts)
 
 
 def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
-    """detcore's training step vs the upstream's own step, interleaved one step at a time.
+    """detcore's training step vs the upstream's own step, through :func:`engine.interleave`.
 
-    detcore side: core's ``Trainer`` (its sampler, loader and ``_step``: device placement,
+    detcore side: core's ``Trainer`` (its sampler, loader and ``step``: device placement,
     autocast, loss sum, finiteness check, backward, optimizer, scheduler, loss read-back).
-    Upstream side: the plugin's ``baseline_train_step`` hook (e.g. effdet's ``DetBenchTrain``)
-    on a copy of the same weights with the same optimizer, fed by a plain loader over the same
-    data and batch. Steps alternate A B B A ..., each timed from fetching its batch to the end
-    of its update, so the machine's drift hits both alike (blocks of steps measured ±10% apart
-    on this kind of VM). One epoch holds every step: no loader restarts inside the timing.
+    Upstream side: the plugin's ``baseline_train_step`` hook (e.g. effdet's ``DetBenchTrain``,
+    mmengine's ``train_step``) on a copy of the same weights with the same optimizer, fed by a
+    plain loader over the same data and batch; core's fallback (a bare loop over the Detector)
+    is labelled as such. One epoch holds every step: no loader restarts inside the timing.
     """
     import copy
 
     from ..runner import synthetic_root
-    from ..tasks import build, dataset
     from ..train.loader import train_loader
     from ..train.optim import default_optimizer
-    from ..train.trainer import Trainer, _to_device
+    from ..train.trainer import Trainer, to_device
+    from .engine import interleave
 
     steps, warmup = (12, 2) if quick else (40, 3)
     ctx = context(model_name, device_name, ("train.log_interval=1000000",), quick)
     batch = int(ctx.config["data"]["batch_size"])
     ctx.config["data"]["synthetic"]["num_train"] = (steps + warmup) * batch
     ctx.data_root = synthetic_root(ctx.config)
-    data = dataset(ctx, "train", train=True)
-    model = build(ctx, data.num_classes).to(ctx.device)
+    data = ctx.dataset("train", train=True)
+    model = ctx.build_model(data.num_classes).to(ctx.device)
     upstream_model = copy.deepcopy(model)
     trainer = Trainer(ctx, model, data)
-    optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=ctx.config, model=upstream_model)
+    optimizer = (ctx.hooks.build_optimizer(spec=ctx.spec, config=ctx.config, model=upstream_model,
+                                           world_size=1)
                  or default_optimizer(upstream_model, ctx.config, 1))
-    upstream_step = ctx.hook.baseline_train_step(spec=ctx.spec, config=ctx.config,
-                                                 model=upstream_model, optimizer=optimizer)
+    upstream_step = ctx.hooks.baseline_train_step(spec=ctx.spec, config=ctx.config,
+                                                  model=upstream_model, optimizer=optimizer)
     loader, sampler = train_loader(data, batch, int(ctx.config["data"]["workers"]), 0, 1, 1)
-
-    def detcore_steps():
-        trainer.sampler.set_epoch(0)
-        trainer.ddp.train()
-        for b in trainer.loader:
-            yield lambda b=b: trainer._step(b)
 
     def upstream_steps():
         sampler.set_epoch(0)
         upstream_model.train()
-        for images, targets in loader:
-            def run(images=images, targets=targets):
-                images = images.to(ctx.device).float().div_(255)
-                upstream_step(images, [_to_device(t, ctx.device) for t in targets])
-            yield run
+        for b in loader:
+            yield lambda b=b: upstream_step(*to_device(b, ctx.device))
 
-    def timed(gen) -> float:
-        t0 = time.perf_counter()
-        next(gen)()
-        if ctx.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    d_gen, u_gen = detcore_steps(), upstream_steps()
-    for _ in range(warmup):  # first-call allocations, loader start-up
-        timed(d_gen), timed(u_gen)
-    d_s = u_s = 0.0
-    for i in range(steps):
-        if i % 2 == 0:
-            d_s += timed(d_gen)
-            u_s += timed(u_gen)
-        else:
-            u_s += timed(u_gen)
-            d_s += timed(d_gen)
+    detcore_steps = (lambda b=b: trainer.step(b) for b in trainer.batches(0))
+    d_s, u_s = interleave(detcore_steps, upstream_steps(), steps, warmup, ctx.device)
     d, u = steps * batch / d_s, steps * batch / u_s
+    baseline = ("upstream" if getattr(upstream_step, "upstream", True)
+                else "bare loop (no upstream)")
     return {"model": model_name, "device": str(ctx.device), "config": ctx.config_name,
             "input_size": ctx.config["data"]["input_size"], "batch_size": batch,
             "amp": ctx.config["train"]["amp"], "threads": torch.get_num_threads(),
             "detcore_fps": round(d, 3), "upstream_fps": round(u, 3), "ratio": round(d / u, 3),
-            "steps": steps, **_memory(ctx.device)}
+            "baseline": baseline, "steps": steps, **_memory(ctx.device)}
 
 
 def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
@@ -112,13 +89,12 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
     import onnxruntime as ort
 
     from ..export import export_onnx
-    from ..tasks import build, dataset
 
     # COCO evaluation's threshold (the coco configs' 0.001): every slot is filled, so the
     # parity figure compares real detections even for an untrained model
     ctx = context(model_name, device_name, ("eval.score_threshold=0.001",), quick=quick)
-    data = dataset(ctx, "val")
-    model = build(ctx, data.num_classes).eval()
+    data = ctx.dataset("val")
+    model = ctx.build_model(data.num_classes).eval()
     h, w = ctx.config["data"]["input_size"]
     repeats = 3 if quick else 10
     rows = []
@@ -158,9 +134,20 @@ def _memory(device) -> dict:
     return out
 
 
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="one detcore bench phase (run by detcore bench)")
+    parser.add_argument("phase", choices=PHASES)
+    parser.add_argument("model")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    result = PHASES[args.phase](args.model, args.quick, args.device)
+    print("BENCH " + json.dumps(result), flush=True)
+
+
+PHASES = {"train": train_phase, "infer": infer_phase}
+
 if __name__ == "__main__":
-    phase, model_name = sys.argv[1], sys.argv[2]
-    quick = "--quick" in sys.argv
-    device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cpu"
-    fn = {"train": train_phase, "infer": infer_phase}[phase]
-    print("BENCH " + json.dumps(fn(model_name, quick, device)), flush=True)
+    main()

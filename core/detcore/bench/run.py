@@ -39,13 +39,13 @@ def phase(name: str, model: str, quick: bool, device: str) -> dict:
     return {"model": model, "error": f"{name} phase failed: {tail}"}
 
 
-def run(models: list[str], quick: bool, device: str, out_dir: Path) -> dict:
+def run(models: list[str], quick: bool, device: str, out_dir: Path, command: str) -> dict:
     from ..data.synthetic import SynthSpec, ensure_synthetic
     from .coco_eval import compare, detection_file
 
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "host": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-              "device": device, "quick": quick, "command": " ".join(sys.argv),
+              "device": device, "quick": quick, "command": command,
               "cli_startup_s": cli_startup(3 if quick else 10), "train": [], "infer": []}
     for model in models:
         report["train"].append(phase("train", model, quick, device))
@@ -63,17 +63,20 @@ def markdown(r: dict) -> str:
              f"{', quick' if r['quick'] else ''})", "", "## CLI start-up (median wall s)", "",
              "| command | s |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in r["cli_startup_s"].items()]
-    lines += ["", "## Training throughput: detcore vs the upstream's own loop (images/s)", "",
-              "| model | device | config | input | batch | AMP | detcore | upstream | ratio | peak RSS MiB |"
+    lines += ["", "## Training throughput: detcore vs the plugin's baseline step (images/s)", "",
+              "Baseline step `upstream`: the upstream's own training machinery (the plugin's "
+              "`baseline_train_step`); `bare loop (no upstream)`: core's fallback over the Detector.",
+              "",
+              "| model | device | config | input | batch | AMP | detcore | baseline | baseline step | ratio | peak RSS MiB |"
               + (" reference 1-GPU |" if r["device"] == "cuda" else ""),
-              "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if r["device"] == "cuda" else "")]
+              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if r["device"] == "cuda" else "")]
     for t in r["train"]:
         if "error" in t:
             lines.append(f"| {t['model']} | {t['error']} |")
             continue
         row = (f"| {t['model']} | {t['device']} | {t['config']} | {t['input_size'][0]}x{t['input_size'][1]}"
                f" | {t['batch_size']} | {t['amp']} | {t['detcore_fps']} | {t['upstream_fps']} | "
-               f"{t['ratio']} | {t['peak_rss_mib']} |")
+               f"{t['baseline']} | {t['ratio']} | {t['peak_rss_mib']} |")
         if r["device"] == "cuda":
             row += f" {REFERENCE.get(t['model'], '-')} |"
         lines.append(row)

@@ -59,7 +59,8 @@ class ConformanceSuite:
     @pytest.fixture(scope="class")
     def trained(self, registry, data_root, tmp_path_factory):
         """A short training run through core's runner: ``(work_dir, result)``."""
-        from ..runner import RunOptions, run
+        from ..context import RunOptions
+        from ..runner import run
 
         work = tmp_path_factory.mktemp("conf-train")
         sets = (*self.overrides, f"train.max_steps={self.train_steps}", "train.epochs=1000",
@@ -73,7 +74,8 @@ class ConformanceSuite:
         from ..model import Detector
         from ..plugins import Registry
 
-        model = Registry().hook.build_model(spec=spec, config=config, num_classes=num_classes)
+        model = Registry().hooks_for(spec).build_model(spec=spec, config=config,
+                                                      num_classes=num_classes)
         assert isinstance(model, Detector), f"build_model returned {type(model).__name__}"
         return model
 
@@ -110,8 +112,8 @@ class ConformanceSuite:
         from ..patching import Patch
 
         device = torch.device("cpu")
-        applied = [p for group in registry.hook.apply_npu_patches(spec=spec, config=config,
-                                                                  device=device) for p in group or []]
+        applied = [p for group in registry.hooks_for(spec).apply_npu_patches(
+            spec=spec, config=config, device=device) for p in group or []]
         try:
             assert all(isinstance(p, Patch) and p.applied for p in applied)
             assert all(type(p).__doc__ for p in applied), "each patch documents its limitation"
@@ -179,8 +181,22 @@ class ConformanceSuite:
             for name in ("mAP", "mAP_50", "mAP_75"):
                 assert f"{prefix}_{name}" in result["metrics"]
 
+    def test_export_forward_follows_the_contract(self, spec, config):
+        import torch
+
+        from ..export import check_contract
+
+        model = self.build(spec, config).eval()
+        h, w = config["data"]["input_size"]
+        images = torch.rand(2, 3, h, w)
+        with torch.no_grad():
+            check_contract(model, images, model.export_forward(images))
+        nodes = model.atc_out_nodes
+        assert nodes is None or sorted(nodes) == sorted(model.export_output_names), nodes
+
     def test_export_runs_in_onnxruntime_and_matches(self, registry, data_root, trained, tmp_path):
-        from ..runner import RunOptions, run
+        from ..context import RunOptions
+        from ..runner import run
 
         work, _ = trained
         result = run(registry, RunOptions(

@@ -42,7 +42,7 @@ class Trainer:
     def __init__(self, ctx, model, dataset):
         self.ctx, self.cfg = ctx, ctx.config
         self.device = ctx.device
-        self.rank, _, self.world_size = dist.world()
+        self.rank, self.world_size, self.is_main = ctx.rank, ctx.world_size, ctx.is_main
         self.dataset = dataset
         tcfg = self.cfg["train"]
         self.amp = str(tcfg["amp"])
@@ -55,7 +55,8 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:
             self.ddp = self.model
-        self.optimizer = (ctx.hook.build_optimizer(spec=ctx.spec, config=self.cfg, model=self.model)
+        self.optimizer = (ctx.hooks.build_optimizer(spec=ctx.spec, config=self.cfg, model=self.model,
+                                                    world_size=self.world_size)
                           or default_optimizer(self.model, self.cfg, self.world_size))
         self.loader, self.sampler = train_loader(
             dataset, self.batch_size, self._loader_workers(), self.rank, self.world_size,
@@ -85,7 +86,7 @@ class Trainer:
         """BatchNorm -> SyncBatchNorm; a model may convert itself (timm's BatchNormAct2d
         keeps its activation that way). On CPU torch has no SyncBatchNorm: skipped."""
         if self.device.type == "cpu":
-            if dist.is_main():
+            if self.is_main:
                 log.warning("train.sync_bn ignored on cpu: torch's SyncBatchNorm runs on "
                             "cuda/npu only; each worker keeps its own BN statistics")
             return model
@@ -102,10 +103,10 @@ class Trainer:
         per rank and 1.77x with none.
         """
         workers = int(self.cfg["data"]["workers"])
-        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        local_ranks = self.ctx.local_world_size
         fills_cores = 1 < local_ranks and (os.cpu_count() or 1) <= local_ranks
         if workers and self.device.type == "cpu" and fills_cores:
-            if dist.is_main():
+            if self.is_main:
                 log.info("data.workers %d -> 0: the %d CPU ranks use every core of this machine",
                          workers, local_ranks)
             return 0
@@ -148,7 +149,7 @@ class Trainer:
         log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.global_step)
 
     def save(self) -> Path | None:
-        if dist.is_main():
+        if self.is_main:
             save_checkpoint(self.state_dict(), self.ckpt_path)
         dist.barrier()
         return self.ckpt_path
@@ -156,7 +157,7 @@ class Trainer:
     # -- loop --------------------------------------------------------------
     def fit(self) -> dict:
         """Train to the configured end; Ctrl-C or a non-finite loss stop with a clear message."""
-        bar = _progress(self.total_steps, self.global_step, dist.is_main() and self.ctx.progress)
+        bar = _progress(self.total_steps, self.global_step, self.is_main and self.ctx.progress)
         restore_sigint = self._stop_on_sigint()
         try:
             stats = self._run(bar)
@@ -182,15 +183,10 @@ class Trainer:
         warmup, log_every = int(tcfg["warmup_fps_steps"]), max(1, int(tcfg["log_interval"]))
         timed_steps, timed_seconds, losses = 0, 0.0, {}
         images_per_step = self.batch_size * self.world_size
-        self.ddp.train()
         while self.epoch < self.epochs and self.global_step < self.total_steps:
-            self.dataset.set_epoch(self.epoch, int(tcfg["seed"]))
-            self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.batch_size)
             tick = time.perf_counter()
-            for batch in self.loader:
-                if batch is None:
-                    continue
-                losses = self._step(batch)
+            for batch in self.batches(self.epoch, skip=self.step_in_epoch * self.batch_size):
+                losses = self.step(batch)
                 self.step_in_epoch += 1
                 self.global_step += 1
                 now = time.perf_counter()
@@ -208,15 +204,23 @@ class Trainer:
                 if self.stop_requested or out_of_time or self.global_step >= self.total_steps:
                     break
             else:  # the epoch's data ran out
-                self._end_epoch()
+                self.end_epoch()
                 continue
             if self.step_in_epoch >= self.steps_per_epoch:
-                self._end_epoch()
+                self.end_epoch()
             break  # every break above ends training
         return {"fps": _fps(timed_steps, timed_seconds, images_per_step),
                 "final_loss": losses.get("loss")}
 
-    def _end_epoch(self) -> None:
+    def batches(self, epoch: int, skip: int = 0):
+        """The training batches of ``epoch`` (after ``skip`` samples), the model in train mode."""
+        self.dataset.set_epoch(epoch, int(self.cfg["train"]["seed"]))
+        self.sampler.set_epoch(epoch, skip=skip)
+        self.ddp.train()
+        return (batch for batch in self.loader if batch is not None)
+
+    def end_epoch(self) -> None:
+        """Count the epoch and write its checkpoint (``train.checkpoint_every``)."""
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         every = max(1, int(self.cfg["train"]["checkpoint_every"]))
         if self.epoch % every == 0 and self.epoch < self.epochs:
@@ -237,10 +241,9 @@ class Trainer:
         signal.signal(signal.SIGINT, handler)
         return lambda: signal.signal(signal.SIGINT, previous)
 
-    def _step(self, batch) -> dict:
-        images, targets = batch
-        images = images.to(self.device, non_blocking=True).float().div_(255)
-        targets = [_to_device(t, self.device) for t in targets]
+    def step(self, batch) -> dict:
+        """One optimisation step on ``batch`` (uint8 images, targets); returns the losses."""
+        images, targets = to_device(batch, self.device)
         with autocast(self.device, self.amp):
             losses = self.ddp(images, targets)
         loss = sum(losses.values())
@@ -276,7 +279,7 @@ class Trainer:
         return out
 
     def _log(self, losses: dict, fps: float | None) -> None:
-        if not dist.is_main():
+        if not self.is_main:
             return
         record = {"step": self.global_step, "epoch": self.epoch, **losses,
                   "lr": self.optimizer.param_groups[0]["lr"], "fps": fps,
@@ -299,8 +302,12 @@ def _fps(steps: int, seconds: float, images_per_step: int) -> float | None:
     return round(steps * images_per_step / seconds, 3) if steps and seconds > 0 else None
 
 
-def _to_device(target: dict, device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in target.items()}
+def to_device(batch, device):
+    """A loader batch on ``device``: images as ``[0, 1]`` floats, target tensors moved."""
+    images, targets = batch
+    images = images.to(device, non_blocking=True).float().div_(255)
+    return images, [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
+                     for k, v in t.items()} for t in targets]
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -338,4 +345,4 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-__all__ = ["Interrupted", "Trainer", "TrainingStopped", "seed_everything"]
+__all__ = ["Interrupted", "Trainer", "TrainingStopped", "seed_everything", "to_device"]

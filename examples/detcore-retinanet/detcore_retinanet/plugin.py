@@ -1,7 +1,8 @@
 """detcore plugin entry point for retinanet.
 
 Keep this module import-light (no torch at module level): `detcore plugins`
-imports it and must stay fast. Heavy imports go inside the hooks.
+imports it and must stay fast. Heavy imports go inside the hooks. detcore calls
+these hooks only for the models this plugin registers, so they need no check.
 """
 from detcore import hookimpl
 from detcore.spec import ModelSpec
@@ -21,8 +22,6 @@ def register_models():
 
 @hookimpl
 def build_model(spec, config, num_classes):
-    if spec.name != MODEL:
-        return None  # not ours: let the plugin that owns it answer
     from .model import build
 
     return build(num_classes, config)
@@ -30,8 +29,22 @@ def build_model(spec, config, num_classes):
 
 @hookimpl
 def apply_npu_patches(spec, config, device):
-    if spec.name != MODEL:
-        return None
+    from detcore.patching import apply_patches
+
     from .patches import PATCHES
 
-    return [patch(device).apply() for patch in PATCHES]
+    return apply_patches(patch(device) for patch in PATCHES)
+
+
+@hookimpl
+def baseline_train_step(spec, config, model, optimizer):
+    """torchvision's own training step, as its detection reference scripts run it: the
+    ``RetinaNet`` module called with a list of images and target dicts returns its losses."""
+    def step(images, targets):
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        loss = sum(model.net(list(images), targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step

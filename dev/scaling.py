@@ -2,11 +2,11 @@
 """Data-parallel scaling on this machine: N workers x 1 thread vs 1 worker x 1 thread.
 
 Same model, config and per-worker batch (core sets data.workers to 0 when CPU ranks fill every
-core, as they do here); runs ``detcore run --task bench`` (a fixed number of
+core, as they do here); runs ``detcore run --task perf`` (a fixed number of
 steps, FPS only) alternately with --nproc 1 and --nproc N, ROUNDS times, and prints the median
 global-throughput ratio per model. Usage::
 
-    python bench/scaling.py --models efficientdet-d0,fcos,solov2 [--nproc 2] [--rounds 2] [--steps 20]
+    python dev/scaling.py --models efficientdet-d0,fcos,solov2 [--nproc 2] [--rounds 2] [--steps 20]
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ import tempfile
 from pathlib import Path
 
 
-def bench_fps(model: str, nproc: int, steps: int, port: int, sets: list[str]) -> float:
+def perf_fps(model: str, nproc: int, steps: int, port: int, sets: list[str]) -> float:
     with tempfile.TemporaryDirectory() as work:
-        cmd = [sys.executable, "-m", "detcore.cli", "run", "--model", model, "--task", "bench",
+        cmd = [sys.executable, "-m", "detcore.cli", "run", "--model", model, "--task", "perf",
                "--device", "cpu", "--work-dir", work, "--nproc", str(nproc), "--master-port",
-               str(port), "--set", f"train.bench_steps={steps}", "--no-progress"]
+               str(port), "--set", f"train.perf_steps={steps}", "--no-progress"]
         for item in sets:
             cmd += ["--set", item]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DETCORE_LOG": "WARNING"}
@@ -48,8 +48,8 @@ def main() -> None:
     for model in args.models.split(","):
         single, multi = [], []
         for r in range(args.rounds):
-            single.append(bench_fps(model, 1, args.steps, 29600 + r, args.sets))
-            multi.append(bench_fps(model, args.nproc, args.steps, 29700 + r, args.sets))
+            single.append(perf_fps(model, 1, args.steps, 29600 + r, args.sets))
+            multi.append(perf_fps(model, args.nproc, args.steps, 29700 + r, args.sets))
         s, m = statistics.median(single), statistics.median(multi)
         rows.append({"model": model, "nproc": args.nproc, "fps_1": round(s, 2),
                      f"fps_{args.nproc}": round(m, 2), "ratio": round(m / s, 3),
