@@ -62,3 +62,34 @@ def test_malicious_checkpoint_is_refused(run_cli, tmp_path):
     proc = evaluate(run_cli, tmp_path / "evil.pt", tmp_path)
     assert_user_error(proc, 2, "was refused", "posix.system", "weights_only=True")
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "ev" / "PWNED").exists()
+
+
+def test_partial_checkpoint_fails_naming_the_keys(run_cli, trained, tmp_path):
+    ckpt = torch.load(trained[0] / "checkpoints" / "last.pt", weights_only=True)
+    keys = sorted(ckpt["model"])
+    dropped = keys[: int(0.4 * len(keys))]  # 40% of the model missing: never a silent partial load
+    for key in dropped:
+        del ckpt["model"][key]
+    ckpt["ema"] = None
+    ckpt["model"]["head.not_in_the_model"] = torch.zeros(1)
+    torch.save(ckpt, tmp_path / "partial.pt")
+    line = assert_user_error(evaluate(run_cli, tmp_path / "partial.pt", tmp_path), 2,
+                             f"{len(dropped)} of {len(keys)} tensors missing (first: ",
+                             "1 unexpected (first: head.not_in_the_model)")
+    assert line.split("(first: ")[1].split(",")[0] in dropped
+
+
+def test_timm_checkpoint_saver_args_are_allowed_other_globals_refused(tmp_path):
+    """effdet's train.py saves through timm's CheckpointSaver, which stores its argparse args."""
+    import argparse
+
+    from detcore.checkpoint import load_checkpoint
+    from detcore.errors import UserError
+
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)},
+               tmp_path / "timm.pth.tar")
+    assert load_checkpoint(tmp_path / "timm.pth.tar")["args"].lr == 0.1
+    torch.save({"model": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="was refused"):
+        load_checkpoint(tmp_path / "evil.pt", ("argparse.Namespace",))
+    assert not (tmp_path / "PWNED").exists()

@@ -1,6 +1,7 @@
 """Checkpoints: written atomically, loaded with ``weights_only=True`` (never runs pickled code)."""
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import tempfile
@@ -39,13 +40,29 @@ def save_checkpoint(state: dict, path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint safely; every failure is a one-line :class:`UserError`."""
+#: Harmless classes upstream checkpoints carry besides tensors: timm's ``CheckpointSaver`` (effdet
+#: ``train.py``) stores its ``argparse`` arguments. A plugin adds its upstream's through
+#: ``ModelSpec.checkpoint_globals``; anything else is refused, as ``weights_only=True`` does.
+SAFE_GLOBALS = ("argparse.Namespace",)
+
+
+def _resolve(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_checkpoint(path: Path, allowed_globals: tuple[str, ...] = ()) -> dict:
+    """Load a checkpoint safely; every failure is a one-line :class:`UserError`.
+
+    ``weights_only=True`` always; ``allowed_globals`` (dotted names) extends
+    :data:`SAFE_GLOBALS` with classes a plugin's upstream format is known to hold.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([_resolve(g) for g in (*SAFE_GLOBALS, *allowed_globals)]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         blocked = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
         if blocked:
@@ -77,10 +94,12 @@ def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
 
 def load_model_weights(model: torch.nn.Module, ckpt: dict, source: str, *,
                        finetune: bool, expected_model: str | None = None) -> list[str]:
-    """Load weights into ``model``; return the keys re-initialised (finetune only).
+    """Load weights into ``model`` strictly; return the keys re-initialised (finetune only).
 
-    Without ``finetune`` any shape mismatch (e.g. another class count) is an error
-    that says to use ``--task finetune``; a checkpoint of another model is named.
+    Every tensor of the model must come from the checkpoint and every tensor of the checkpoint
+    must have a place in the model (after the model's ``convert_state_dict``); otherwise the
+    error names the counts and the first keys. A shape mismatch (another class count) is an
+    error that says to use ``--task finetune``, which keeps those layers freshly initialised.
     """
     if expected_model and ckpt.get("format") == FORMAT and ckpt.get("model_name") != expected_model:
         raise UserError(f"{source} is a checkpoint of model {ckpt.get('model_name')!r}, "
@@ -89,18 +108,23 @@ def load_model_weights(model: torch.nn.Module, ckpt: dict, source: str, *,
     convert = getattr(model, "convert_state_dict", None)
     state = convert(state) if callable(convert) else state
     own = model.state_dict()
-    shared = [k for k in state if k in own]
-    if not shared:
+    if not set(state) & set(own):
         raise UserError(f"{source} has no weights matching this model; is it a checkpoint of "
                         f"another model?")
-    mismatched = [k for k in shared if tuple(state[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise UserError(f"{source} does not fill this model: {len(missing)} of {len(own)} tensors "
+                        f"missing{_first(missing)}, {len(unexpected)} unexpected{_first(unexpected)}; "
+                        f"pass a complete checkpoint of this model")
+    mismatched = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
     if mismatched and not finetune:
         raise UserError(f"{source} does not fit this model ({len(mismatched)} tensors differ in "
                         f"shape, e.g. {mismatched[0]}: probably another class count); use --task "
                         f"finetune to re-initialise the class layers")
-    if len(shared) < 0.5 * len(own):
-        raise UserError(f"{source} matches only {len(shared)} of {len(own)} tensors of this "
-                        f"model; is it a checkpoint of another model?")
-    load = {k: state[k] for k in shared if k not in mismatched}
-    model.load_state_dict(load, strict=False)
+    model.load_state_dict({k: own[k] if k in mismatched else state[k] for k in own}, strict=True)
     return mismatched
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return f" (first: {', '.join(keys[:n])})" if keys else ""

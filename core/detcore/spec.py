@@ -20,6 +20,9 @@ class ModelSpec:
     default_config: the name used when ``--config`` is omitted.
     needs: extra runtime checks shown by ``detcore doctor``: name -> callable
         returning ``(ok: bool, detail: str)``; must not raise.
+    checkpoint_globals: dotted names of the harmless classes (no code run on load) the
+        upstream's checkpoint files hold besides tensors, allowed when ``--weights`` loads
+        them with ``weights_only=True`` (e.g. mmengine's ``HistoryBuffer``).
     """
 
     name: str
@@ -29,4 +32,5 @@ class ModelSpec:
     default_config: str = "smoke"
     description: str = ""
     needs: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
+    checkpoint_globals: tuple[str, ...] = ()
     plugin: str = ""  # filled in by the registry: the entry-point name that declared it

@@ -13,7 +13,7 @@ def trained_model(ctx: RunContext, num_classes: int | None = None):
     """Build the model and load ``ctx.weights`` strictly: ``(model on the device, checkpoint)``."""
     from .checkpoint import load_checkpoint, load_model_weights
 
-    ckpt = load_checkpoint(ctx.weights)
+    ckpt = load_checkpoint(ctx.weights, ctx.spec.checkpoint_globals)
     n = num_classes or ckpt.get("num_classes")
     if n is None:
         raise UserError(f"{ctx.weights} does not record its class count; pass --data with the "

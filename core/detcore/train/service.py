@@ -19,8 +19,8 @@ def train(ctx) -> dict:
     train_set = ctx.dataset("train", train=True)
     model = ctx.build_model(train_set.num_classes)
     if ctx.init_weights is not None:
-        reset = load_model_weights(model, load_checkpoint(ctx.init_weights), str(ctx.init_weights),
-                                   finetune=ctx.finetune)
+        ckpt = load_checkpoint(ctx.init_weights, ctx.spec.checkpoint_globals)
+        reset = load_model_weights(model, ckpt, str(ctx.init_weights), finetune=ctx.finetune)
         ctx.artifacts["init_weights"] = str(ctx.init_weights)
         if reset:
             log.info("finetune: re-initialised %d class-dependent tensors: %s", len(reset),
