@@ -30,13 +30,31 @@ def export_model(ctx, model, path: Path, fmt: str) -> dict:
     batch = int(ctx.options.batch_size or ecfg["batch_size"])
     info = export_onnx(model, path, ctx.config["data"]["input_size"], batch, int(ecfg["opset"]),
                        bool(ecfg["dynamic_batch"]), sample=_val_images(ctx, batch))
+    verify(path, info, float(model.export_tolerance))
     artifacts = {"onnx": info["onnx"], "onnx_inputs": info["inputs"], "onnx_outputs": info["outputs"]}
     metrics = {f"parity_max_abs_diff_{k}": v for k, v in info["parity_max_abs_diff"].items()}
     metrics["parity_unmatched"] = info["parity_unmatched"]
+    metrics["parity_unmatched_above_floor"] = info["parity_unmatched_above_floor"]
     if fmt == "om":
         artifacts.update(convert_om(path, ctx.config["data"]["input_size"], batch,
                                     model.atc_out_nodes or info["outputs"], ecfg.get("soc_version")))
     return {"artifacts": artifacts, "metrics": metrics}
+
+
+def verify(path: Path, info: dict, tolerance: float) -> None:
+    """Fail the export when onnxruntime and PyTorch disagree: a matched output beyond
+    ``tolerance``, or a detection scoring at least :data:`SCORE_FLOOR` with no counterpart.
+    The file is kept beside, as ``NAME.onnx.unverified``, for inspection."""
+    worst = max(info["parity_max_abs_diff"].values(), default=0.0)
+    lost = info["parity_unmatched_above_floor"]
+    if worst <= tolerance and not lost:
+        return
+    kept = path.with_name(path.name + ".unverified")
+    path.replace(kept)
+    raise UserError(f"export check failed: onnxruntime and PyTorch disagree on the check images "
+                    f"(max abs diff {worst:.3g}, tolerance {tolerance:g}; {lost} detections "
+                    f"scoring >= {SCORE_FLOOR} without a counterpart); the file is kept as {kept} "
+                    f"for inspection; report it to the plugin's authors")
 
 
 def _val_images(ctx, batch: int) -> torch.Tensor | None:
@@ -129,6 +147,9 @@ def _declare_output_shapes(path: Path, model, images: torch.Tensor, dynamic_batc
 #: (pixels or score) has no counterpart: typically one that crossed the last-slot cut-off
 #: because scores tied to float precision reorder. Counted, not compared.
 MATCH_TOLERANCE = 1.0
+#: A PyTorch detection scoring at least this (the default ``eval.score_threshold``) must have an
+#: ONNX counterpart; below it, near-ties crossing the last slot are counted, not failed.
+SCORE_FLOOR = 0.05
 
 
 def check_parity(model, path: Path, images: torch.Tensor) -> dict:
@@ -136,7 +157,9 @@ def check_parity(model, path: Path, images: torch.Tensor) -> dict:
 
     Detections are matched one to one (same label, nearest box and score) before comparing, so
     two equally scored detections listed in another order are not counted as a difference;
-    ``parity_unmatched`` counts those with no counterpart within :data:`MATCH_TOLERANCE`.
+    ``parity_unmatched`` counts those with no counterpart within :data:`MATCH_TOLERANCE`, and
+    ``parity_unmatched_above_floor`` those among them scoring at least :data:`SCORE_FLOOR`.
+    ``labels`` are not compared as numbers: a detection matches only one of the same label.
     """
     import onnxruntime as ort
 
@@ -153,10 +176,14 @@ def check_parity(model, path: Path, images: torch.Tensor) -> dict:
     order, matched = match_detections(dict(zip(names, ref)), dict(zip(names, got)))
     diffs = {}
     for name, r, g in zip(names, ref, got):
+        if name == "labels":
+            continue
         g = np.stack([g[b][order[b]] for b in range(len(g))])
         r, g = r[matched], g[matched]
         diffs[name] = float(np.abs(r - g).max()) if r.size else 0.0
-    return {"parity_max_abs_diff": diffs, "parity_unmatched": int((~matched).sum())}
+    scored = ref[0][..., 4] >= SCORE_FLOOR
+    return {"parity_max_abs_diff": diffs, "parity_unmatched": int((~matched).sum()),
+            "parity_unmatched_above_floor": int((~matched & scored).sum())}
 
 
 def match_detections(ref: dict, got: dict, tol: float = MATCH_TOLERANCE):
