@@ -170,3 +170,33 @@ def test_export_fails_when_onnxruntime_disagrees_and_keeps_the_file_aside(tmp_pa
         verify(path, info, 1e-3)
     assert not path.exists() and (tmp_path / "m.onnx.unverified").is_file()
     verify(path, {"parity_max_abs_diff": {"dets": 1e-4}, "parity_unmatched_above_floor": 0}, 1e-3)
+
+
+def test_om_export_and_ais_bench_infer_read_outputs_by_index(trained, run_cli, tmp_path, monkeypatch):
+    """Fake ``atc`` and ``ais_bench`` (tests/fakes): the atc command line is pasteable (quoted
+    ``--out_node``), the .om lists outputs in ATC's order, and infer decodes them by index."""
+    import os
+    import shlex
+
+    from .conftest import REPO
+
+    fakes = REPO / "tests" / "fakes"
+    env_path = f"{fakes / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    weights = trained[0] / "checkpoints" / "last.pt"
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "export", "--format", "om", "--weights",
+                   weights, "--work-dir", tmp_path / "om", "--set", "export.soc_version=Ascend310P3",
+                   PATH=env_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "om" / "result.json").read_text())
+    cmd = shlex.split(result["artifacts"]["atc_command"])
+    assert cmd[0] == "atc" and "--out_node=labels;dets" in cmd  # the model's atc_out_nodes order
+    om = result["artifacts"]["om"]
+    assert json.loads(open(om + ".json").read()) == {"outputs": ["labels", "dets"]}
+    runs = {}
+    for engine, model_file in (("onnxruntime", result["artifacts"]["onnx"]), ("ais_bench", om)):
+        proc = run_cli("run", "--model", "tiny-fcos", "--task", "infer", "--engine", engine,
+                       "--weights", model_file, "--work-dir", tmp_path / engine,
+                       PYTHONPATH=f"{fakes}{os.pathsep}{REPO}")
+        assert proc.returncode == 0, proc.stderr
+        runs[engine] = json.loads((tmp_path / engine / "result.json").read_text())["metrics"]
+    assert runs["ais_bench"]["bbox_mAP"] == runs["onnxruntime"]["bbox_mAP"]

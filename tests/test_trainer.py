@@ -184,3 +184,31 @@ def test_no_loader_workers_when_cpu_ranks_fill_the_cores(registry, tiny_data, tm
     assert Trainer(ctx, model, data).loader.num_workers == 2  # one rank: loader workers help
     ctx.local_world_size = 2  # two ranks on two cores
     assert Trainer(ctx, model, data).loader.num_workers == 0
+
+
+def test_optimizer_that_refuses_set_to_none_trains(registry, tiny_data, tmp_path, monkeypatch):
+    """torch_npu's fused optimizers (NpuFusedSGD) raise on ``zero_grad(set_to_none=True)``;
+    core's step must not pass it (the first NPU step with ``--patches auto`` crashed)."""
+    class FusedLike(torch.optim.SGD):
+        def zero_grad(self, set_to_none: bool = False):
+            if set_to_none:
+                raise ValueError("set_to_none is not supported in fused optimizers")
+            super().zero_grad(set_to_none=False)
+
+    monkeypatch.setattr("detcore.train.trainer.default_optimizer",
+                        lambda model, cfg, world_size: FusedLike(model.parameters(), lr=1e-3))
+    result = train(registry, tiny_data, tmp_path, "train.max_steps=2", "train.eval_after=false")
+    assert result["metrics"]["steps"] == 2
+
+
+def test_clock_reads_wait_for_npu_and_cuda_kernels(monkeypatch):
+    from types import SimpleNamespace
+
+    from detcore.devices import synchronize
+
+    calls = []
+    monkeypatch.setattr(torch, "npu", SimpleNamespace(synchronize=calls.append), raising=False)
+    monkeypatch.setattr(torch.cuda, "synchronize", calls.append)
+    for kind in ("npu", "cuda", "cpu"):
+        synchronize(SimpleNamespace(type=kind))
+    assert [d.type for d in calls] == ["npu", "cuda"]

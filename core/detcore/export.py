@@ -1,7 +1,9 @@
 """ONNX export (torch.onnx), parity check with onnxruntime, and ``.om`` through CANN's ``atc``."""
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import warnings
@@ -236,4 +238,7 @@ def convert_om(onnx: Path, input_size, batch_size: int, out_nodes, soc: str | No
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise UserError(f"atc failed ({proc.returncode}): {tail[0]}")
-    return {"om": str(output) + ".om", "atc_command": " ".join(cmd)}
+    om = Path(str(output) + ".om")
+    # ais_bench returns the .om's outputs by index, in --out_node order: recorded beside it
+    om.with_name(om.name + ".json").write_text(json.dumps({"outputs": list(out_nodes)}))
+    return {"om": str(om), "atc_command": shlex.join(cmd)}

@@ -6,7 +6,9 @@ input shape, so the reference's separate preprocess/.bin/postprocess steps are o
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,12 +48,18 @@ class AisBenchEngine:
             raise MissingDependency("--engine ais_bench needs the ais_bench package and CANN "
                                     "(see the CANN docs for the aclruntime/ais_bench wheels); "
                                     "use --engine onnxruntime with an .onnx file here") from None
+        order = Path(str(path) + ".json")
+        if not order.is_file():
+            raise UserError(f"{order} is missing: it lists the .om's outputs in the order "
+                            f"ais_bench returns them; convert with detcore run --task export "
+                            f"--format om, which writes it")
+        self.output_names = json.loads(order.read_text())["outputs"]
         self.session = InferSession(device_id, str(path))
         inp = self.session.get_inputs()[0]
         self.batch, self.input_size = inp.shape[0], (inp.shape[2], inp.shape[3])
-        self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: np.ndarray) -> dict:
+        """ais_bench returns a list in the .om's output order (ATC's --out_node), read by index."""
         return dict(zip(self.output_names, self.session.infer([images])))
 
 

@@ -28,6 +28,8 @@ class TinyBackbone(nn.Module):
 
 
 class TinyFCOS(Detector):
+    atc_out_nodes = ("labels", "dets")  # as the FCOS reference converts: the .om lists labels first
+
     def __init__(self, num_classes: int, input_size, width: int = 16, nan_at_step: int = 0):
         super().__init__()
         self.nan_at_step, self.calls = nan_at_step, 0  # test hook: a real non-finite loss

@@ -254,7 +254,8 @@ class Trainer:
             if dist.any_rank([bad_here], self.device)[0]:
                 where = loss.item() if bad_here else "on another rank"
                 raise NonFiniteLoss(f"non-finite loss ({where})")
-        self.optimizer.zero_grad(set_to_none=True)
+        # no set_to_none argument: torch_npu's fused optimizers (NpuFusedSGD) refuse True
+        self.optimizer.zero_grad()
         clip = float(self.cfg["train"]["clip_grad"])
         if self.scaler is None:
             loss.backward()
