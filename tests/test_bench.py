@@ -18,6 +18,11 @@ def test_bench_quick_reports_every_figure(run_cli, tmp_path):
     rows = report["infer"][0]["rows"]
     assert [r["batch"] for r in rows] == [1, 4]
     assert all(r["parity_max_abs_diff"] < 1e-3 for r in rows)
+    assert train["baseline"] == "bare loop (no upstream)"  # the tiny test plugin has no upstream step
+    formats = {f["format"]: f for f in report["infer"][0]["formats"]}
+    assert set(formats) == {"pytorch eager", "onnx (onnxruntime)", "om (ais_bench)"}
+    assert formats["onnx (onnxruntime)"]["status"] == "verified"
+    assert abs(formats["onnx (onnxruntime)"]["bbox_delta_mAP"]) <= 0.002
     assert report["coco_eval"]["pycocotools_s"] > 0
     assert "| tiny-fcos |" in (tmp_path / "b" / "bench.md").read_text()
 

@@ -12,6 +12,7 @@ import time
 import torch
 
 BATCHES_FULL, BATCHES_QUICK = (1, 4, 8, 16), (1, 4)
+TRAINED = "bench_trained.pt"
 
 
 #: ``--quick``: every model at a CI size (the figures say which input and batch they are for).
@@ -73,6 +74,7 @@ def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
 
     detcore_steps = (lambda b=b: trainer.step(b) for b in trainer.batches(0))
     d_s, u_s = interleave(detcore_steps, upstream_steps(), steps, warmup, ctx.device)
+    torch.save(model.state_dict(), ctx.work_dir / TRAINED)  # for the infer phase's accuracy
     d, u = steps * batch / d_s, steps * batch / u_s
     baseline = ("upstream" if getattr(upstream_step, "upstream", True)
                 else "bare loop (no upstream)")
@@ -84,8 +86,8 @@ def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
 
 
 def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
-    """PyTorch eager vs the exported ONNX on onnxruntime, per batch size, with parity."""
-    import numpy as np
+    """PyTorch eager vs the exported ONNX on onnxruntime: per batch size, speed and parity;
+    then, as a deployment table, each format's COCO mAP on the validation images."""
     import onnxruntime as ort
 
     from ..export import export_onnx
@@ -95,6 +97,8 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
     ctx = context(model_name, device_name, ("eval.score_threshold=0.001",), quick=quick)
     data = ctx.dataset("val")
     model = ctx.build_model(data.num_classes).eval()
+    if (ctx.work_dir / TRAINED).is_file():  # the train phase's weights: detections worth scoring
+        model.load_state_dict(torch.load(ctx.work_dir / TRAINED, weights_only=True))
     h, w = ctx.config["data"]["input_size"]
     repeats = 3 if quick else 10
     rows = []
@@ -113,7 +117,52 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
                      "parity_unmatched": info.get("parity_unmatched", 0)})
         path.unlink()
     return {"model": model_name, "device": "cpu (onnxruntime CPUExecutionProvider)",
-            "config": ctx.config_name, "input_size": [h, w], "rows": rows, **_memory(ctx.device)}
+            "config": ctx.config_name, "input_size": [h, w], "rows": rows,
+            "formats": formats(ctx, model, data), **_memory(ctx.device)}
+
+
+class _Eager:
+    """``export_forward`` in PyTorch behind the offline-inference engine interface."""
+
+    def __init__(self, model, input_size):
+        self.model, self.batch, self.input_size = model, 1, tuple(input_size)
+
+    @torch.inference_mode()
+    def __call__(self, images):
+        outs = self.model.export_forward(torch.from_numpy(images))
+        return {n: o.numpy() for n, o in zip(self.model.export_output_names, outs)}
+
+
+def formats(ctx, model, data) -> list[dict]:
+    """Each deployment format's accuracy on the same images, through the same decoding and
+    COCO scoring as ``--task infer``: status, file size, mAP, its difference from eager, ms/image."""
+    from ..evaluate import coco_metrics
+    from ..export import SCORE_FLOOR, export_onnx
+    from ..infer import OnnxRuntimeEngine, run_offline
+
+    iou_types = ("bbox", "segm") if ctx.spec.task_type == "segm" else ("bbox",)
+    path = ctx.work_dir / "bench_formats.onnx"
+    first = data[0][0][None].float() / 255
+    info = export_onnx(model, path, data.input_size, 1, 17, False, sample=first)
+    verified = (max(info["parity_max_abs_diff"].values()) <= model.export_tolerance
+                and not info["parity_unmatched_above_floor"])
+    rows = []
+    for fmt, engine, status in (
+            ("pytorch eager", _Eager(model, data.input_size), "reference"),
+            ("onnx (onnxruntime)", OnnxRuntimeEngine(path),
+             "verified" if verified else f"unverified (>= {SCORE_FLOOR} lost or beyond tolerance)")):
+        results, perf = run_offline(engine, data, 1, False)
+        metrics = coco_metrics(data.coco, results, iou_types)
+        rows.append({"format": fmt, "status": status, **{f"{t}_mAP": metrics[f"{t}_mAP"]
+                                                           for t in iou_types},
+                     "ms_per_image": round(1e3 / perf["fps"], 2) if perf["fps"] else None,
+                     "size_mib": round(path.stat().st_size / 2**20, 2) if fmt != "pytorch eager" else None})
+    for row in rows:
+        for t in iou_types:
+            row[f"{t}_delta_mAP"] = round(row[f"{t}_mAP"] - rows[0][f"{t}_mAP"], 4)
+    path.unlink()
+    rows.append({"format": "om (ais_bench)", "status": "not run: needs CANN's atc and ais_bench"})
+    return rows
 
 
 def _latency(fn, repeats: int) -> float:

@@ -92,6 +92,15 @@ def markdown(r: dict) -> str:
                          f"{row['eager_ms']} | {row['onnxruntime_ms']} | {row['eager_fps']} | "
                          f"{row['onnxruntime_fps']} | {row['speedup']} | {row['parity_max_abs_diff']:.2e} | "
                          f"{row.get('parity_unmatched', 0)} |")
+    lines += ["", "## Deployment formats: accuracy on the validation images (the train phase's weights)",
+              "", "| model | format | status | size MiB | bbox mAP | ΔmAP | segm mAP | ΔmAP | ms/image |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for i in r["infer"]:
+        for f in i.get("formats", []):
+            cells = [f.get(k, "-") for k in ("status", "size_mib", "bbox_mAP", "bbox_delta_mAP",
+                                              "segm_mAP", "segm_delta_mAP", "ms_per_image")]
+            lines.append(f"| {i['model']} | {f['format']} | " + " | ".join(
+                "-" if c is None else str(c) for c in cells) + " |")
     c = r["coco_eval"]
     lines += ["", f"## COCO evaluation of a fixed detection file ({c['detections']} detections)", "",
               f"pycocotools {c['pycocotools_s']} s (bbox mAP {c['bbox_mAP']})"
