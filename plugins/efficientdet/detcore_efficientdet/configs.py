@@ -3,7 +3,7 @@
 Every key a user may want to ``--set`` exists here or in core's defaults:
 ``model.*`` is this plugin's section (read by :func:`detcore_efficientdet.model.build`).
 
-* ``smoke``: 256x256, batch 8, AdamW 2e-3, the synthetic shapes; learns in minutes on a CPU.
+* ``smoke``: 256x256, batch 8, AdamW 2e-3, core's synthetic shapes; learns in minutes on a CPU.
 * ``tiny``: 128x128 and a 16-image synthetic set; for tests and quick checks of the plumbing.
 * ``coco``: the reference Ascend run (EfficientDet-D0 on COCO, 8 devices x batch 16,
   momentum SGD lr 0.16, weight decay 4e-5, 300 epochs, EMA 0.9998, sync-BN, fp16 AMP).
@@ -13,12 +13,6 @@ from __future__ import annotations
 import copy
 
 from .variants import VARIANTS
-
-#: The synthetic dataset core writes when ``--data`` is omitted (core's SynthSpec fields,
-#: listed so that ``--set data.synthetic.num_train=16`` works).
-SYNTHETIC = {"num_train": 256, "num_val": 64, "num_classes": 3, "min_size": 192, "max_size": 320,
-             "max_objects": 4, "seed": 0}
-
 
 def model_section(name: str) -> dict:
     return {
@@ -40,7 +34,7 @@ def smoke(name: str) -> dict:
     return {
         "model": model_section(name),
         "data": {"input_size": [256, 256], "batch_size": 8, "workers": 2, "hflip": 0.5,
-                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+                 "max_images": 0},
         # 256 images / batch 8 = 32 steps an epoch; 13 epochs = 416 steps, about 8 min on 2 CPU cores
         "train": {"epochs": 13, "log_interval": 10, "clip_grad": 0.0, "ema": 0.0, "amp": "off"},
         # From scratch on a few hundred steps, AdamW wants its full rate early and long:
@@ -57,8 +51,9 @@ def smoke(name: str) -> dict:
 def tiny(name: str) -> dict:
     cfg = smoke(name)
     cfg["data"].update({"input_size": [128, 128], "batch_size": 4, "workers": 0})
-    cfg["data"]["synthetic"].update({"num_train": 16, "num_val": 8, "min_size": 96, "max_size": 160})
-    cfg["train"].update({"epochs": 1, "log_interval": 1, "warmup_fps_steps": 1, "bench_steps": 2})
+    # merged by core over its data.synthetic defaults
+    cfg["data"]["synthetic"] = {"num_train": 16, "num_val": 8, "min_size": 96, "max_size": 160}
+    cfg["train"].update({"epochs": 1, "log_interval": 1, "warmup_fps_steps": 1, "perf_steps": 2})
     cfg["scheduler"]["warmup_steps"] = 2
     cfg["eval"]["batch_size"] = 4
     return cfg
@@ -73,7 +68,7 @@ def coco(name: str) -> dict:
     return {
         "model": {**model_section(name), "coco_90_classes": "auto"},
         "data": {"input_size": [size, size], "batch_size": 16, "workers": 4, "hflip": 0.5,
-                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+                 "max_images": 0},
         "train": {
             "epochs": 300,
             "ema": 0.9998,          # effdet train.py --model-ema-decay

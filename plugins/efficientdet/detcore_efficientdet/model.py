@@ -13,7 +13,6 @@ with detcore's conventions on both sides: xyxy canvas-pixel boxes, 0-based label
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 
@@ -32,8 +31,6 @@ with warnings.catch_warnings():  # effdet's import-time torch.jit.script FutureW
     from effdet.loss import DetectionLoss
 
 from .patches.fixed_nms import batch_detection_fixed
-
-log = logging.getLogger("detcore.efficientdet")
 
 #: The 80 category ids of COCO 2017 among effdet's 90 COCO outputs (output index = id - 1).
 COCO80_CATEGORY_IDS = tuple(i for i in range(1, 91)
@@ -69,7 +66,6 @@ class EfficientDetDetector(EfficientDet, Detector):
     """An effdet ``EfficientDet`` with detcore's train/eval/export interface."""
 
     task_type = "bbox"
-    export_output_names = ("detections",)
 
     def __init__(self, arch: str, num_classes: int, input_size, *, drop_path_rate=None,
                  max_detections: int = 100, score_threshold: float = 0.05, max_targets: int = 100,
@@ -169,53 +165,30 @@ class EfficientDetDetector(EfficientDet, Detector):
             results.append({"boxes": d[keep, :4], "scores": d[keep, 4], "labels": d[keep, 5].long()})
         return results
 
-    def export_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """One fixed-shape output, ``detections`` (B x max_detections x 6).
+    def export_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Core's export contract: ``dets`` (B x K x 5 float32: x1, y1, x2, y2, score) and
+        ``labels`` (B x K int64), K = ``max_detections``; empty slots have an all-zero
+        ``dets`` row and label -1.
 
-        Rows scoring below ``eval.score_threshold`` are emptied (score 0, label -1), as
-        the eval forward drops them, so offline inference scores what ``eval`` scores.
+        Rows scoring below ``eval.score_threshold`` are emptied, as the eval forward drops
+        them, so offline inference scores what ``eval`` scores.
         """
         cls_out, box_out = self.raw_outputs(images)
         dets = self.detect(cls_out, box_out, static=True)
-        keep = (dets[..., 4:5] >= self.score_threshold) & (dets[..., 5:6] >= 0)
-        empty = dets.new_tensor([0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
-        return torch.where(keep, dets, empty)
+        scores, labels = dets[..., 4], dets[..., 5]
+        keep = (labels >= 0) & (scores > 0) & (scores >= self.score_threshold)
+        boxes_scores = torch.where(keep[..., None], dets[..., :5], torch.zeros_like(dets[..., :5]))
+        empty = torch.full_like(labels, -1, dtype=torch.int64)
+        return boxes_scores.to(torch.float32), torch.where(keep, labels.to(torch.int64), empty)
 
     def class_parameter_prefixes(self) -> tuple[str, ...]:
         return ("class_net.predict.",)
 
-    def _restore_sync_bn_act(self) -> int:
-        """Undo what ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does to timm layers.
-
-        Core's trainer converts the model with torch's converter for ``train.sync_bn``;
-        that turns each timm ``BatchNormAct2d`` (BN + SiLU of the backbone) into a plain
-        ``SyncBatchNorm`` which keeps the ``act`` module as a child but never calls it.
-        Such layers are switched, in place, to timm's ``SyncBatchNormAct`` (a subclass
-        of ``SyncBatchNorm`` that applies ``drop`` and ``act``): same parameters,
-        buffers and module tree, so DDP, the optimizer and EMA are unaffected. Runs at
-        every ``train()``/``eval()`` (core switches mode before training and evaluating).
-        """
-        from timm.layers.norm_act import SyncBatchNormAct
-
-        fixed = 0
-        for module in self.modules():
-            if type(module) is torch.nn.SyncBatchNorm and isinstance(
-                    module._modules.get("act"), torch.nn.Module):
-                module.__class__ = SyncBatchNormAct
-                fixed += 1
-        if fixed:
-            log.warning("sync-BN: restored the activation of %d timm BatchNormAct2d layers that "
-                        "torch's convert_sync_batchnorm had dropped (as timm SyncBatchNormAct)", fixed)
-        return fixed
-
-    def train(self, mode: bool = True):
-        self._restore_sync_bn_act()
-        return super().train(mode)
-
     def convert_sync_batchnorm(self, process_group=None) -> "EfficientDetDetector":
         """SyncBN conversion that keeps timm's fused BN+activation layers intact.
 
-        ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` turns timm's ``BatchNormAct2d``
+        Core's trainer calls it for ``train.sync_bn`` (a model's own converter, when it has
+        one). ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` turns timm's ``BatchNormAct2d``
         (the backbone's BN + SiLU) into a plain ``SyncBatchNorm`` and silently drops the
         activation; timm's converter maps it to ``SyncBatchNormAct`` instead.
         """
@@ -249,7 +222,7 @@ def baseline_train_step(model: EfficientDetDetector, optimizer):
         x = (images - model.pixel_mean) / model.pixel_std
         bbox, cls = effdet_targets(targets, model.max_targets, images.device, model.label_to_output)
         loss = bench(x, {"bbox": bbox, "cls": cls})["loss"]
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()  # no set_to_none: NpuFusedSGD (fused_sgd patch) refuses it
         loss.backward()
         optimizer.step()
         return loss.detach()

@@ -1,5 +1,8 @@
 """The ``detcore`` entry point of detcore-efficientdet.
 
+Core calls these hooks only for the models this plugin registers (owner-only dispatch),
+so they need no check of ``spec``.
+
 Import-light on purpose: nothing here imports torch, timm or effdet at module level
 (``detcore plugins`` imports this module and is budgeted at 0.5 s). Heavy imports
 happen inside the hook bodies.
@@ -41,41 +44,29 @@ def register_models():
             for name, variant in VARIANTS.items()]
 
 
-def _ours(spec) -> bool:
-    return spec.name in VARIANTS
-
-
 @hookimpl
 def build_model(spec, config, num_classes):
-    if not _ours(spec):
-        return None
     from .model import build
 
     return build(spec.name, config, num_classes)
 
 
 @hookimpl
-def apply_npu_patches(spec, config, device):
-    if not _ours(spec):
-        return None
+def apply_npu_patches(config, device):
     from .patches import apply_all
 
     return apply_all(config, device)
 
 
 @hookimpl
-def baseline_train_step(spec, config, model, optimizer):
-    if not _ours(spec):
-        return None
+def baseline_train_step(model, optimizer):
     from .model import baseline_train_step as step
 
     return step(model, optimizer)
 
 
 @hookimpl
-def build_optimizer(spec, config, model):
-    if not _ours(spec):
-        return None
+def build_optimizer(config, model, world_size):
     from .optim import build_optimizer as build
 
-    return build(config, model)
+    return build(config, model, world_size)

@@ -54,3 +54,31 @@ def targets(n: int = 2) -> list[dict]:
              "labels": torch.tensor([0, 2])},
             {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
     return [base[i % len(base)] for i in range(n)]
+
+
+def stable_slots(ref_dets, ref_labels, got_dets, got_labels, min_score: float = 0.0,
+                 gap: float = 1e-4) -> dict:
+    """Compare two score-sorted detection lists slot by slot where the order is stable.
+
+    ``*_dets``: B x K x 5 (x1, y1, x2, y2, score), ``*_labels``: B x K (-1 empty), both
+    sorted by score within an image (the fixed-size NMS's ``topk`` order). A slot is
+    compared when ``ref`` has a detection there scoring above ``min_score`` whose score is
+    more than ``gap`` away from both neighbours' (rounding noise cannot swap it with them).
+    Returns ``compared`` (slot count), ``max_abs_diff`` (dets, over compared slots) and
+    ``label_mismatches``. A graph that computes other boxes, scores or labels, or drops or
+    adds a detection (shifting the slots after it), shows up in the last two.
+    """
+    import numpy as np
+
+    rd, rl = np.asarray(ref_dets, np.float64), np.asarray(ref_labels)
+    gd, gl = np.asarray(got_dets, np.float64), np.asarray(got_labels)
+    if rd.shape != gd.shape or rl.shape != gl.shape:
+        raise ValueError(f"shapes differ: {rd.shape}/{rl.shape} vs {gd.shape}/{gl.shape}")
+    scores = rd[..., 4]
+    prev = np.abs(np.diff(scores, axis=1, prepend=np.inf))
+    nxt = np.abs(np.diff(scores, axis=1, append=-np.inf))
+    mask = (rl >= 0) & (scores > min_score) & (prev > gap) & (nxt > gap)
+    compared = int(mask.sum())
+    return {"compared": compared,
+            "max_abs_diff": float(np.abs(rd - gd)[mask].max()) if compared else 0.0,
+            "label_mismatches": int((rl != gl)[mask].sum())}

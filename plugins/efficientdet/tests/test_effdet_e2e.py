@@ -57,9 +57,9 @@ def test_cli_workflow(tmp_path):
 
     exp = detcore(tmp_path, "export", "--weights", ft_ckpt, "--set", "data.synthetic.num_classes=2")
     onnx_path = exp["artifacts"]["onnx"]
-    assert Path(onnx_path).is_file() and exp["artifacts"]["onnx_outputs"] == ["detections"]
+    assert Path(onnx_path).is_file() and exp["artifacts"]["onnx_outputs"] == ["dets", "labels"]
     # core matches detections (same label, nearest box) before comparing
-    assert exp["metrics"]["parity_max_abs_diff_detections"] <= 1e-3
+    assert exp["metrics"]["parity_max_abs_diff_dets"] <= 1e-3
 
     inf = detcore(tmp_path, "infer", "--weights", onnx_path, "--set", "data.synthetic.num_classes=2")
     assert 0.0 <= inf["metrics"]["bbox_mAP"] <= 1.0 and inf["fps"] > 0

@@ -165,19 +165,22 @@ def test_sgd_optimizer_hook_filters_weight_decay(registry, model):
 
     spec = registry.get_model("efficientdet-d0")
     _, cfg = resolve_config(spec, "coco", [])
-    opt = registry.hook.build_optimizer(spec=spec, config=cfg, model=model)
+    hooks = registry.hooks_for(spec)
+    opt = hooks.build_optimizer(spec=spec, config=cfg, model=model, world_size=1)
     assert isinstance(opt, torch.optim.SGD)
     no_wd, wd = opt.param_groups
     assert no_wd["weight_decay"] == 0.0 and wd["weight_decay"] == 4e-5
     assert all(p.ndim > 1 for p in wd["params"]) and opt.defaults["nesterov"] is False
     assert opt.defaults["lr"] == pytest.approx(0.16 / 8)  # world size 1 of base 8
+    opt = hooks.build_optimizer(spec=spec, config=cfg, model=model, world_size=4)
+    assert opt.defaults["lr"] == pytest.approx(0.16 / 2)  # the world size core passes
     _, smoke = resolve_config(spec, "smoke", [])
-    assert build_optimizer(smoke, model) is None  # AdamW: core's default
+    assert build_optimizer(smoke, model, 1) is None  # AdamW: core's default
 
 
 def test_sync_batchnorm_keeps_timm_activations(model):
-    """torch's converter (what core's trainer calls) drops timm's BN+act activation; the model
-    restores it when switched to train or eval mode. Its own ``convert_sync_batchnorm`` never drops it."""
+    """The model's own converter (which core's trainer calls for ``train.sync_bn``) turns
+    timm's BN+act layers into ``SyncBatchNormAct``; torch's would drop their activation."""
     from effdet.efficientdet import EfficientDet
     from timm.layers.norm_act import SyncBatchNormAct
 
@@ -186,19 +189,17 @@ def test_sync_batchnorm_keeps_timm_activations(model):
         ref = model.raw_outputs(x)[0][0]
         ours = copy.deepcopy(model).convert_sync_batchnorm().eval()
         assert torch.allclose(ours.raw_outputs(x)[0][0], ref, atol=1e-5)
+        assert sum(isinstance(m, SyncBatchNormAct) for m in ours.modules()) == 48
+        assert list(ours.state_dict()) == list(model.state_dict())
 
-        broken = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))  # eval mode
+        broken = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model)).eval()
         norm = (x - model.pixel_mean) / model.pixel_std
         assert not torch.allclose(EfficientDet.forward(broken, norm)[0][0], ref, atol=1e-3)
-        keys = list(broken.state_dict())
-        broken.eval()  # core switches modes before training and evaluating
-        assert torch.allclose(broken.raw_outputs(x)[0][0], ref, atol=1e-5)  # restored
-        assert list(broken.state_dict()) == keys
-        assert sum(isinstance(m, SyncBatchNormAct) for m in broken.modules()) == 48
 
 
 def test_one_train_step_through_core(tmp_path, registry):
-    from detcore.runner import RunOptions, run
+    from detcore.context import RunOptions
+    from detcore.runner import run
 
     opts = RunOptions(model="efficientdet-d0", task="train", config="tiny", device="cpu",
                       work_dir=str(tmp_path / "train"), progress=False,
@@ -217,7 +218,8 @@ def test_baseline_train_step_is_effdets_bench(registry, model):
     ours, theirs = copy.deepcopy(model).train(), copy.deepcopy(model)
     opt_a = torch.optim.SGD(ours.parameters(), lr=0.01)
     opt_b = torch.optim.SGD(theirs.parameters(), lr=0.01)
-    step = registry.hook.baseline_train_step(spec=spec, config=cfg, model=theirs, optimizer=opt_b)
+    step = registry.hooks_for(spec).baseline_train_step(spec=spec, config=cfg, model=theirs,
+                                                         optimizer=opt_b)
     torch.manual_seed(3)
     loss_a = sum(ours(x, t).values())
     opt_a.zero_grad()
@@ -262,10 +264,10 @@ def test_coco_config_uses_effdets_90_output_head(registry, tmp_path):
     assert torch.isfinite(sum(losses.values()))
     model.eval()
     with torch.no_grad():
-        dets = model.export_forward(x)
+        _, labels = model.export_forward(x)
         out = model(x)
-    valid = dets[..., 5] >= 0
-    assert not valid.any() or dets[..., 5][valid].max() < 80
+    valid = labels >= 0
+    assert not valid.any() or labels[valid].max() < 80
     assert all(int(o["labels"].max()) < 80 for o in out if len(o["labels"]))
 
     _, forced = resolve_config(spec, "coco", ["data.input_size=[128,128]", "model.coco_90_classes=true"])

@@ -22,9 +22,9 @@ def test_variant_builds_and_runs(name):
     model = build(name, cfg, 3).eval()
     assert model.config.name == VARIANTS[name].arch
     with torch.no_grad():
-        dets = model.export_forward(images(1))
+        dets, labels = model.export_forward(images(1))
         out = model(images(1))
-    assert dets.shape == (1, 100, 6) and len(out) == 1
+    assert dets.shape == (1, 100, 5) and labels.shape == (1, 100) and len(out) == 1
     model.train()
     target = {"boxes": torch.tensor([[8.0, 8.0, 90.0, 70.0]]), "labels": torch.tensor([2])}
     loss = sum(model(images(2), [target, target]).values())  # BN needs > 1 value at P7 (1x1)
