@@ -16,7 +16,9 @@ for plugin in ${DETCORE_PLUGINS_TO_INSTALL:-efficientdet fcos solov2}; do
   [ -f "plugins/$plugin/pyproject.toml" ] || { echo "install: plugins/$plugin not present yet, skipped"; continue; }
   case $plugin in fcos|solov2)
     # mmcv 2.1.0 has no wheel for torch 2.14: built once from its sdist, then cached.
-    $VPY plugins/fcos/build_mmcv.py --device "${DETCORE_MMCV_DEVICE:-cpu}";;
+    # Then detcore-mmdet, the library both plugins share (idempotent: the second is quick).
+    $VPY plugins/mmdet/detcore_mmdet/build_mmcv.py --device "${DETCORE_MMCV_DEVICE:-cpu}"
+    $VPY -m pip install -q -e plugins/mmdet;;
   esac
   $VPY -m pip install -q -e "plugins/$plugin"
 done

@@ -25,6 +25,9 @@ The score threshold and the detections per image are core's ``eval.score_thresho
 * ``coco``: the reference run, ``fcos_r50-caffe_fpn_gn-head_4xb4-1x_coco.py`` (FCOS R50-caffe,
   800x1333, 12 epochs, 4 devices x batch 4, SGD 0.01 scaled by world size, momentum 0.9, wd 1e-4,
   bias lr x2 and no bias decay, grad clip 35, steps at epochs 8 and 11, warm-up 500 iterations).
+
+Neither config has a ``data.synthetic`` section: the synthetic dataset used without ``--data``
+is core's default one (``--set data.synthetic.num_train=16`` still works).
 """
 from __future__ import annotations
 
@@ -35,11 +38,6 @@ ARCHS = {
     "fcos_r50_caffe": "fcos/fcos_r50-caffe_fpn_gn-head_4xb4-1x_coco.py",
     "fcos_r101_caffe": "fcos/fcos_r101-caffe_fpn_gn-head-1x_coco.py",
 }
-
-#: The synthetic dataset core writes when ``--data`` is omitted (core's SynthSpec fields,
-#: listed so that ``--set data.synthetic.num_train=16`` works).
-SYNTHETIC = {"num_train": 256, "num_val": 64, "num_classes": 3, "min_size": 192, "max_size": 320,
-             "max_objects": 4, "seed": 0}
 
 # COCO train2017 has 117,266 images with annotations; the reference: 4 devices x batch 4.
 COCO_EPOCHS = 12
@@ -54,7 +52,7 @@ def smoke() -> dict:
         # about half of 256x256; 256 images / batch 8 = 32 steps an epoch, 9 epochs = 288 steps
         # (measured: ~9 min on 2 busy CPU cores with 1 thread, bbox mAP@0.5 0.63)
         "data": {"input_size": [192, 192], "batch_size": 8, "workers": 2, "hflip": 0.5,
-                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+                 "max_images": 0},
         "train": {"epochs": 9, "log_interval": 10, "clip_grad": 35.0, "amp": "off"},
         "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
                       "bias_lr_mult": 1.0, "bias_decay_mult": 1.0},
@@ -72,7 +70,7 @@ def coco() -> dict:
         # mmdet's pipeline: Resize(1333, 800, keep_ratio) then pad; detcore letterboxes into
         # an 800 x 1333 canvas (the reference's ONNX/om input shape).
         "data": {"input_size": [800, 1333], "batch_size": 4, "workers": 4, "hflip": 0.5,
-                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+                 "max_images": 0},
         "train": {"epochs": COCO_EPOCHS, "log_interval": 50, "clip_grad": 35.0, "amp": "off",
                   "loss_scale": "dynamic"},
         # lr 0.01 is for 4 devices x 4 images; core scales it by world_size / 4.

@@ -5,8 +5,8 @@ import warnings
 
 import torch
 
-from detcore.adapters.mmdet import MMDetDetector
 from detcore.errors import UserError
+from detcore_mmdet.adapter import MMDetDetector, build_detector, config_path, model_config
 
 from .configs import ARCHS
 from .postprocess import static_detections  # imports torchvision, which must not happen mid-trace
@@ -22,14 +22,15 @@ class FCOSDetector(MMDetDetector):
 
     ``export_forward`` runs the backbone, neck and head, then the static post-processing of
     :mod:`detcore_fcos.postprocess` (ONNX ``NonMaxSuppression``, fixed-size outputs), so it
-    exports with or without the vendored patches. Outputs in the reference's order
-    (``atc --out_node="labels;dets"``): ``labels [B,100]`` int64 and ``dets [B,100,5]``.
+    exports with or without the vendored patches. Outputs in core's order: ``dets [B,100,5]``
+    and ``labels [B,100]`` int64; the ``.om`` lists them as the reference's
+    ``atc --out_node="labels;dets"`` did (:attr:`atc_out_nodes`).
     """
 
-    export_output_names = ("labels", "dets")
+    atc_out_nodes = ("labels", "dets")
 
-    def __init__(self, model, mean, std, bgr: bool):
-        super().__init__(model, mean, std, bgr, task_type="bbox")
+    def __init__(self, model, preprocessor):
+        super().__init__(model, preprocessor, task_type="bbox")
         self.max_detections = int(model.bbox_head.test_cfg["max_per_img"])
 
     def export_forward(self, images: torch.Tensor):
@@ -41,37 +42,17 @@ class FCOSDetector(MMDetDetector):
     def class_parameter_prefixes(self) -> tuple[str, ...]:
         return ("model.bbox_head.conv_cls.",)
 
-    def convert_state_dict(self, state: dict) -> dict:
-        """An mmdet-native FCOS state dict (``backbone.*``, ``neck.*``, ``bbox_head.*``) -> this
-        wrapper's keys (``model.*``); a detcore state dict is returned as it is.
-
-        For checkpoints trained with mmdet itself (e.g. the reference's). Core does not call
-        this yet (see the plugin README); ``model.backbone_weights`` covers the backbone part.
-        """
-        if any(k.startswith("model.") for k in state):
-            return state
-        return {(f"model.{k}" if k.split(".", 1)[0] in ("backbone", "neck", "bbox_head") else k): v
-                for k, v in state.items()}
-
 
 def mmdet_model_config(config: dict, num_classes: int):
     """mmdet's config for ``model.arch`` with this plugin's keys applied: ``(model_cfg, data_preprocessor)``."""
-    from detcore.adapters.mmdet import config_path, load_config
-
     mcfg, ecfg = config["model"], config["eval"]
     arch = str(mcfg["arch"])
     rel = ARCHS.get(arch, arch)
     if not config_path(rel).is_file():
         raise UserError(f"model.arch {arch!r}: no mmdet config {rel}; use one of "
                         f"{', '.join(ARCHS)} or a path under mmdet/.mim/configs")
-    cfg = load_config(rel).model
-    preprocessor = cfg.pop("data_preprocessor")  # core feeds the model; the adapter normalises
-    backbone, head = cfg.backbone, cfg.bbox_head
-    backbone.init_cfg = None  # nothing is downloaded; local weights via model.backbone_weights
-    backbone.frozen_stages = int(mcfg["frozen_stages"])
-    backbone.norm_eval = bool(mcfg["norm_eval"])
-    if not backbone.norm_eval:  # BN statistics learn, so its affine parameters do too
-        backbone.norm_cfg = dict(backbone.get("norm_cfg", {"type": "BN"}), requires_grad=True)
+    cfg, preprocessor = model_config(rel, mcfg)
+    head = cfg.bbox_head
     width = int(mcfg["width"])
     if width:
         if width % 32:
@@ -90,9 +71,7 @@ def mmdet_model_config(config: dict, num_classes: int):
 
 
 def build(config: dict, num_classes: int) -> FCOSDetector:
-    from detcore.adapters.mmdet import build_model, init_backbone
-
-    cfg, dp = mmdet_model_config(config, num_classes)
-    model = build_model(cfg)  # with mmdet's init_weights (the focal-loss prior on conv_cls)
-    init_backbone(model.backbone, str(config["model"]["backbone_weights"] or ""), "fcos")
-    return FCOSDetector(model, dp.mean, dp.std, bgr=not dp.get("bgr_to_rgb", False))
+    cfg, preprocessor = mmdet_model_config(config, num_classes)
+    # with mmdet's init_weights (the focal-loss prior on conv_cls), then model.backbone_weights
+    return build_detector(FCOSDetector, cfg, preprocessor, config["model"]["backbone_weights"],
+                          "fcos")

@@ -12,7 +12,8 @@ the data. The same arithmetic in fixed shapes, batched over images:
 2. decode those ``K = sum(k_l)`` candidates (``distance2bbox`` clipped to the canvas), score =
    class score x centerness, boxes too small -> score 0;
 3. class-aware NMS with a fixed-size output, ``dets [B, max_per_img, 5]`` and
-   ``labels [B, max_per_img]`` (empty slots: score 0, label -1), through one of:
+   ``labels [B, max_per_img]`` in the export contract's order (empty slots: score 0,
+   label -1), through one of:
 
    * ``onnx``: the ONNX ``NonMaxSuppression`` operator (what ``atc`` converts and what
      mmdet 2.x's ``pytorch2onnx`` emitted for the reference's ``fcos.onnx``), wrapped as an
@@ -98,7 +99,7 @@ class OnnxNMS(torch.autograd.Function):
 
 def fixed_nms(boxes, scores, labels, num_classes: int, iou_thr: float, max_per_img: int,
               backend: str = "onnx"):
-    """Class-aware NMS with fixed-size output: ``(labels [B,M] int64, dets [B,M,5])``, M = max_per_img.
+    """Class-aware NMS with fixed-size output: ``(dets [B,M,5], labels [B,M] int64)``, M = max_per_img.
 
     Input candidates with score 0 are empty. Output rows are in descending score order;
     empty slots have score 0, a zero box and label -1.
@@ -121,7 +122,7 @@ def fixed_nms(boxes, scores, labels, num_classes: int, iou_thr: float, max_per_i
     found = top > 0
     picked = boxes.gather(1, box_idx[..., None].expand(-1, -1, 4)) * found[..., None].to(boxes.dtype)
     dets = torch.cat([picked, top[..., None]], dim=-1)
-    return torch.where(found, cls, torch.full_like(cls, -1)), dets
+    return dets, torch.where(found, cls, torch.full_like(cls, -1))
 
 
 def _fixed_nms_npu(boxes, scores, labels, num_classes: int, iou_thr: float, max_per_img: int):
@@ -139,12 +140,12 @@ def _fixed_nms_npu(boxes, scores, labels, num_classes: int, iou_thr: float, max_
     found = top > 0
     dets = torch.cat([nmsed_boxes.float() * found[..., None], top[..., None]], dim=-1)
     cls = nmsed_classes.long()
-    return torch.where(found, cls, torch.full_like(cls, -1)), dets
+    return dets, torch.where(found, cls, torch.full_like(cls, -1))
 
 
 def static_detections(head, cls_scores, bbox_preds, centernesses, img_shape, test_cfg,
                       backend: str = "onnx"):
-    """The whole static post-processing: ``(labels [B,M], dets [B,M,5])`` on the canvas."""
+    """The whole static post-processing: ``(dets [B,M,5], labels [B,M])`` on the canvas."""
     boxes, scores, labels = candidates(
         head, cls_scores, bbox_preds, centernesses, img_shape, int(test_cfg.get("nms_pre", -1)),
         float(test_cfg.get("score_thr", 0.0)), float(test_cfg.get("min_bbox_size", -1)))

@@ -73,16 +73,16 @@ def test_fcos_cli_end_to_end(cli, tmp_path):
     exported = cli("export", tmp_path / "export", "--weights", ckpt,
                    "--set", "export.dynamic_batch=true")
     onnx_path = Path(exported["artifacts"]["onnx"])
-    assert onnx_path.is_file() and exported["artifacts"]["onnx_outputs"] == ["labels", "dets"]
+    assert onnx_path.is_file() and exported["artifacts"]["onnx_outputs"] == ["dets", "labels"]
     assert exported["artifacts"]["onnx_inputs"] == {"input": [None, 3, 128, 128]}
     parity = {k: v for k, v in exported["metrics"].items() if k.startswith("parity_max_abs_diff")}
-    assert set(parity) == {"parity_max_abs_diff_labels", "parity_max_abs_diff_dets"}
+    assert set(parity) == {"parity_max_abs_diff_dets"}  # labels: matched, not subtracted
     assert all(v <= 1e-3 for v in parity.values()), parity
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert [(o.name, o.shape, o.type) for o in sess.get_outputs()] == [
-        ("labels", ["batch", 100], "tensor(int64)"), ("dets", ["batch", 100, 5], "tensor(float)")]
+        ("dets", ["batch", 100, 5], "tensor(float)"), ("labels", ["batch", 100], "tensor(int64)")]
 
     if shutil.which("atc") is None:  # the .om step fails in one line without CANN
         proc = cli("export", tmp_path / "export_om", "--weights", ckpt, "--format", "om", expect=3)

@@ -39,7 +39,8 @@ def test_every_patch_documents_limitation_and_tolerance():
 def test_hook_applies_and_core_reverts():
     registry, spec = fcos_spec()
     config = fcos_config(*SMALL)
-    groups = registry.hook.apply_npu_patches(spec=spec, config=config, device=torch.device("cpu"))
+    groups = registry.hooks_for(spec).apply_npu_patches(spec=spec, config=config,
+                                                        device=torch.device("cpu"))
     applied = [p for group in groups for p in group or []]
     try:
         assert [p.name for p in applied] == [c.name for c in PATCHES]
@@ -50,14 +51,14 @@ def test_hook_applies_and_core_reverts():
     assert not head_owns_predict() and not any(p.applied for p in applied)
 
 
-def test_hook_ignores_other_models():
+def test_another_plugins_model_never_reaches_this_hook():
     from dataclasses import replace
 
     registry, spec = fcos_spec()
-    other = replace(spec, name="not-fcos")
-    groups = registry.hook.apply_npu_patches(spec=other, config=fcos_config(), device=torch.device("cpu"))
-    fcos_groups = [g for g in groups if g]
-    assert all(p.name not in {c.name for c in PATCHES} for g in fcos_groups for p in g)
+    other = replace(spec, name="not-fcos", plugin="not-fcos")  # owned by another plugin
+    groups = registry.hooks_for(other).apply_npu_patches(spec=other, config=fcos_config(),
+                                                         device=torch.device("cpu"))
+    assert not [p for g in groups if g for p in g] and not head_owns_predict()
 
 
 def test_npu_branch_without_torch_npu_fails_cleanly_and_leaves_nothing_applied():
@@ -120,7 +121,7 @@ def test_export_forward_equals_mmdet_predict(model):
     x = images(seed=5)
     reference = detections(model, x)
     with torch.no_grad():
-        labels, dets = model.export_forward(x)
+        dets, labels = model.export_forward(x)
     assert labels.shape == (2, 100) and dets.shape == (2, 100, 5) and labels.dtype == torch.int64
     for i, ref in enumerate(reference):
         keep = labels[i] >= 0
@@ -137,7 +138,7 @@ def test_empty_predictions_keep_fixed_shapes():
         assert all(len(o["scores"]) == 0 for o in model(x))
         with StaticPostprocessPatch(torch.device("cpu")):
             assert all(len(o["scores"]) == 0 for o in model(x))
-        labels, dets = model.export_forward(x)
+        dets, labels = model.export_forward(x)
     assert labels.shape == (2, 100) and bool((labels == -1).all()) and bool((dets == 0).all())
 
 

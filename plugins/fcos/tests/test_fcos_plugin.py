@@ -63,7 +63,8 @@ def test_smoke_model_unfrozen_and_wrapper_normalises():
     assert backbone.frozen_stages == -1 and backbone.norm_eval is False
     assert all(p.requires_grad for p in model.parameters())
     assert model.bgr is False and model.task_type == "bbox"
-    assert model.export_output_names == ("labels", "dets") and model.max_detections == 100
+    assert model.export_output_names == ("dets", "labels") and model.max_detections == 100
+    assert model.atc_out_nodes == ("labels", "dets")  # the reference's atc --out_node="labels;dets"
     assert model.class_parameter_prefixes() == ("model.bbox_head.conv_cls.",)
     assert any(k.startswith("model.bbox_head.conv_cls.") for k in model.state_dict())
     # mmdet's focal-loss prior was applied (init_weights ran): bias = -log((1 - 0.01) / 0.01)
@@ -96,16 +97,16 @@ def test_frozen_reference_backbone_without_weights_warns(caplog):
     assert "model.backbone_weights" in caplog.text
 
 
-def test_optimizer_bias_lr_and_decay_multipliers(monkeypatch):
+def test_optimizer_bias_lr_and_decay_multipliers():
     from detcore_fcos.optim import build_optimizer
 
     model = build_fcos(*SMALL)
-    monkeypatch.setenv("WORLD_SIZE", "8")
     registry, spec = fcos_spec()
     config = fcos_config(*SMALL, "optimizer.name=sgd", "optimizer.lr=0.01",
                          "optimizer.base_world_size=4", "optimizer.bias_lr_mult=2.0",
                          "optimizer.bias_decay_mult=0.0")
-    opt = registry.hook.build_optimizer(spec=spec, config=config, model=model)
+    opt = registry.hooks_for(spec).build_optimizer(spec=spec, config=config, model=model,
+                                                   world_size=8)
     assert isinstance(opt, torch.optim.SGD)
     base, bias = opt.param_groups
     assert base["lr"] == pytest.approx(0.02) and bias["lr"] == pytest.approx(0.04)
@@ -127,10 +128,12 @@ def test_detcore_plugins_lists_fcos():
         "mmdet==3.3.0", "mmcv==2.1.0", "mmengine==0.10.7"}
 
 
-def test_mmdet_native_state_dict_maps_onto_the_wrapper():
+
+def test_baseline_train_step_hook_is_mmengines_step():
+    """``detcore bench``'s upstream side: detcore-mmdet's mmengine ``train_step``, not core's loop."""
+    registry, spec = fcos_spec()
     model = build_fcos(*SMALL)
-    native = model.model.state_dict()  # what mmdet saves: backbone.*, neck.*, bbox_head.*
-    converted = model.convert_state_dict(native)
-    assert set(converted) == set(model.state_dict()) - {"mean", "std"}
-    own = model.state_dict()
-    assert model.convert_state_dict(own) is own
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    step = registry.hooks_for(spec).baseline_train_step(spec=spec, config=fcos_config(*SMALL),
+                                                        model=model, optimizer=optimizer)
+    assert step.__module__ == "detcore_mmdet.adapter" and getattr(step, "upstream", True)

@@ -43,6 +43,9 @@ mmdet config the architecture and the COCO recipe come from (:data:`MMDET_CONFIG
   128-channel head, coarser grids) at 224 x 224 on the synthetic shapes, from scratch,
   AdamW 2e-3 cosine, 21 epochs capped at 15 minutes: minutes on a CPU. For ``solov2-light``
   that is SOLOv2-light R18, narrowed.
+
+Neither config has a ``data.synthetic`` section: the synthetic dataset used without ``--data``
+is core's default one (``--set data.synthetic.num_train=16`` still works).
 """
 from __future__ import annotations
 
@@ -53,13 +56,9 @@ import math
 MMDET_CONFIGS = {"solov2": "solov2/solov2_r50_fpn_1x_coco.py",
                  "solov2-light": "solov2/solov2-light_r18_fpn_ms-3x_coco.py"}
 
-#: The synthetic dataset core writes when ``--data`` is omitted (core's SynthSpec fields).
-SYNTHETIC = {"num_train": 256, "num_val": 64, "num_classes": 3, "min_size": 192, "max_size": 320,
-             "max_objects": 4, "seed": 0}
-
 
 def _mmdet(relpath: str):
-    from detcore.adapters.mmdet import load_config
+    from detcore_mmdet.adapter import load_config
 
     return load_config(relpath)
 
@@ -115,7 +114,7 @@ def coco(model: str) -> dict:
     return {
         "model": model_section(cfg, relpath),
         "data": {"input_size": _input_size(cfg), "batch_size": per_device, "workers": 4,
-                 "hflip": 0.5, "max_images": 0, "synthetic": dict(SYNTHETIC)},
+                 "hflip": 0.5, "max_images": 0},
         # loss_scale as a string, so that --set train.loss_scale=dynamic works too
         "train": {"epochs": epochs, "amp": "fp16", "loss_scale": "128",
                   "clip_grad": float(cfg.optim_wrapper.clip_grad.max_norm), "ema": 0.0,
@@ -142,7 +141,7 @@ def smoke(model: str) -> dict:
     return {
         "model": model,
         "data": {"input_size": [224, 224], "batch_size": 4, "workers": 2, "hflip": 0.5,
-                 "max_images": 0, "synthetic": dict(SYNTHETIC)},
+                 "max_images": 0},
         # 256 images / batch 4 = 64 steps an epoch; 21 epochs ~ 13 min on one CPU thread
         "train": {"epochs": 21, "amp": "off", "loss_scale": "dynamic", "clip_grad": 35.0,
                   "ema": 0.0, "log_interval": 10, "max_minutes": 15.0},

@@ -1,19 +1,17 @@
 """SOLOv2 (mmdet 3.3's ``SOLOv2`` detector) behind detcore's :class:`~detcore.model.Detector`.
 
 Training and evaluation go through mmdet's own ``loss``/``predict`` (patched or not, see
-:mod:`detcore_solov2.patches`) via core's mmdet adapter. SOLOv2 predicts masks, not
+:mod:`detcore_solov2.patches`) via detcore-mmdet's adapter. SOLOv2 predicts masks, not
 boxes (mmdet fills ``bboxes`` with zeros), so boxes are the masks' tight bounding boxes,
 as mmdet's ``mask2bbox``; that gives bbox mAP too. ``export_forward`` runs the network
 and :func:`detcore_solov2.static.postprocess` in fixed shapes.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from detcore.adapters.mmdet import MMDetDetector, build_model, init_backbone, load_config
 from detcore.errors import UserError
+from detcore_mmdet.adapter import MMDetDetector, build_detector, model_config
 
 from . import static
 
@@ -24,10 +22,9 @@ EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4, 152: 4}
 
 class SOLOv2Detector(MMDetDetector):
     task_type = "segm"
-    export_output_names = ("dets", "labels", "masks")
 
-    def __init__(self, model, mean, std, bgr: bool, max_detections: int = 100):
-        super().__init__(model, mean, std, bgr, task_type="segm")
+    def __init__(self, model, preprocessor, max_detections: int = 100):
+        super().__init__(model, preprocessor, task_type="segm")
         self.max_detections = int(max_detections)
         head = model.mask_head
         self.register_buffer("point_strides", static.point_strides(head.num_grids, head.strides),
@@ -77,13 +74,8 @@ def _to_detcore(pred) -> dict:
 def mmdet_model_config(config: dict, num_classes: int):
     """The mmdet ``model`` config of ``config["model"]["mmdet_config"]`` with detcore's keys applied."""
     mcfg = config["model"]
-    cfg = load_config(str(mcfg["mmdet_config"]))
-    m = copy.deepcopy(cfg.model)
-    preprocessor = m.pop("data_preprocessor")
+    m, preprocessor = model_config(str(mcfg["mmdet_config"]), mcfg)
     bb = m.backbone
-    bb.init_cfg = None  # nothing is downloaded; weights come from model.backbone_weights
-    bb.frozen_stages = int(mcfg["frozen_stages"])
-    bb.norm_eval = bool(mcfg["norm_eval"])
     depth, base = int(mcfg["depth"]), int(mcfg["base_channels"])
     if depth not in EXPANSION:
         raise UserError(f"model.depth {depth}: use one of {', '.join(map(str, EXPANSION))}")
@@ -115,8 +107,8 @@ def mmdet_model_config(config: dict, num_classes: int):
 
 
 def build(config: dict, num_classes: int) -> SOLOv2Detector:
-    model_cfg, pre = mmdet_model_config(config, num_classes)
-    net = build_model(model_cfg)  # with mmdet's init_weights
-    init_backbone(net.backbone, str(config["model"]["backbone_weights"] or ""), "solov2")
-    return SOLOv2Detector(net, list(pre.mean), list(pre.std), bgr=not pre.get("bgr_to_rgb", False),
+    model_cfg, preprocessor = mmdet_model_config(config, num_classes)
+    # with mmdet's init_weights, then model.backbone_weights
+    return build_detector(SOLOv2Detector, model_cfg, preprocessor,
+                          config["model"]["backbone_weights"], "solov2",
                           max_detections=int(config["eval"]["max_detections"]))

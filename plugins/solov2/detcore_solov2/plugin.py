@@ -1,17 +1,22 @@
-"""The ``detcore`` entry point of detcore-solov2.
+"""The ``detcore`` entry point of detcore-solov2 (models ``solov2``, ``solov2-light``).
 
-Import-light on purpose: nothing here imports torch, mmcv or mmdet at module level
-(``detcore plugins`` imports this module). Heavy imports happen inside the hooks.
+``build_model`` (:func:`detcore_solov2.model.build`), ``apply_npu_patches``
+(:func:`detcore_solov2.patches.apply_all`) and ``baseline_train_step`` (mmengine's own
+``train_step``) are the mmdet family's, from :func:`detcore_mmdet.hooks.family_hooks`; the
+optimizer is core's default (``config["optimizer"]``).
+
+Core calls these hooks only for the models this plugin registers (owner-only dispatch), so
+they need no check of ``spec``. Import-light on purpose: nothing here imports torch, mmcv or
+mmdet at module level (``detcore plugins`` imports this module).
 """
 from __future__ import annotations
 
 from detcore import hookimpl
 from detcore.spec import ModelSpec
+from detcore_mmdet import UPSTREAM, compiled_ops_check
+from detcore_mmdet.hooks import family_hooks
 
 DETCORE_API_VERSION = 1
-
-#: The upstream this plugin pins (also checked by ``detcore plugins``/``doctor``).
-UPSTREAM = ("mmdet==3.3.0", "mmcv==2.1.0", "mmengine==0.10.7")
 
 MODELS = {
     "solov2": "SOLOv2 R50-FPN instance segmentation (mmdet 3.3 solov2_r50_fpn_1x_coco)",
@@ -19,13 +24,7 @@ MODELS = {
                     "solov2-light_r18_fpn_ms-3x_coco)",
 }
 
-
-def _compiled_ops() -> tuple[bool, str]:
-    try:
-        from detcore.adapters.mmdet import compiled_ops
-    except Exception as exc:  # doctor checks must not raise
-        return False, f"detcore's mmdet adapter failed to import: {exc}"
-    return compiled_ops()
+build_model, apply_npu_patches, baseline_train_step = family_hooks(__package__)
 
 
 @hookimpl
@@ -34,27 +33,5 @@ def register_models():
 
     return [ModelSpec(name=name, task_type="segm", upstream=UPSTREAM, configs=configs_for(name),
                       default_config="smoke", description=description,
-                      needs={"mmcv compiled ops": _compiled_ops})
+                      needs={"mmcv compiled ops": compiled_ops_check})
             for name, description in MODELS.items()]
-
-
-def _ours(spec) -> bool:
-    return spec.name in MODELS
-
-
-@hookimpl
-def build_model(spec, config, num_classes):
-    if not _ours(spec):
-        return None
-    from .model import build
-
-    return build(config, num_classes)
-
-
-@hookimpl
-def apply_npu_patches(spec, config, device):
-    if not _ours(spec):
-        return None
-    from .patches import apply_all
-
-    return apply_all(config, device)

@@ -62,7 +62,7 @@ def test_cli_workflow(tmp_path):
     exp = detcore(tmp_path, "export", "--weights", ckpt)
     assert exp["artifacts"]["onnx_outputs"] == ["dets", "labels", "masks"]
     diffs = {k: v for k, v in exp["metrics"].items() if k.startswith("parity_max_abs_diff")}
-    assert set(diffs) == {f"parity_max_abs_diff_{n}" for n in ("dets", "labels", "masks")}
+    assert set(diffs) == {f"parity_max_abs_diff_{n}" for n in ("dets", "masks")}  # labels: matched
     assert all(v <= 1e-3 for v in diffs.values()), diffs
 
     inf = detcore(tmp_path, "infer", "--engine", "onnxruntime", "--weights", exp["artifacts"]["onnx"])

@@ -172,3 +172,34 @@ def test_gt_mask_stats_pads_and_truncates():
     count, ch, cw, small = gt_mask_stats(masks, 4, (4, 4), 2)
     assert count.tolist() == [16, 0] and small.shape == (2, 4, 4)
     assert (float(ch[0]), float(cw[0])) == (3.5, 5.5)
+
+
+def test_baseline_train_step_hook_runs_mmengines_step_with_masks():
+    """``detcore bench``'s upstream side: the hook is detcore-mmdet's mmengine ``train_step``;
+    with instance masks (``BitmapMasks``, padded by mmdet's preprocessor) it gives the loss
+    detcore's own forward gives for the same batch and weights."""
+    from detcore.plugins import Registry
+
+    spec = Registry().get_model("solov2-light")
+    cfg = U.config()
+    model = U.build(cfg).train()
+    imgs, tgts = U.images(2), U.targets(2)
+    with torch.no_grad():
+        ours = float(sum(model(imgs, tgts).values()))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    step = Registry().hooks_for(spec).baseline_train_step(spec=spec, config=cfg, model=model,
+                                                         optimizer=optimizer)
+    assert step.__module__ == "detcore_mmdet.adapter" and getattr(step, "upstream", True)
+    weight = model.model.mask_head.conv_cls.weight.detach().clone()
+    log_vars = step(imgs, tgts)
+    assert set(log_vars) >= {"loss", "loss_mask", "loss_cls"}
+    assert float(log_vars["loss"].detach()) == pytest.approx(ours, rel=1e-4)
+    assert not torch.equal(model.model.mask_head.conv_cls.weight, weight)
+
+
+def test_mmdet_native_checkpoint_keys_include_the_mask_head():
+    src, dst = U.build(U.config(), seed=1), U.build(U.config(), seed=2)
+    native = src.model.state_dict()
+    assert any(k.startswith("mask_head.") for k in native)
+    dst.load_state_dict(dst.convert_state_dict(native), strict=True)
+    assert torch.equal(dst.model.mask_head.conv_kernel.weight, src.model.mask_head.conv_kernel.weight)

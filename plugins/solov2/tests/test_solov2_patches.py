@@ -53,12 +53,15 @@ def test_apply_returns_patches_and_revert_restores_upstream(cfg):
     assert not any(p.applied for p in applied)
 
 
-def test_patches_for_other_models_are_none(cfg):
+def test_other_plugins_models_never_reach_these_hooks(cfg):
+    """The hooks have no ``spec`` guard: core's owner-only dispatch keeps other models away."""
+    from detcore.plugins import Registry
     from detcore.spec import ModelSpec
-    from detcore_solov2 import plugin
 
-    assert plugin.apply_npu_patches(spec=ModelSpec(name="fcos"), config=cfg, device=None) is None
-    assert plugin.build_model(spec=ModelSpec(name="fcos"), config=cfg, num_classes=3) is None
+    other = ModelSpec(name="other", plugin="other")
+    hooks = Registry().hooks_for(other)
+    assert hooks.build_model(spec=other, config=cfg, num_classes=3) is None
+    assert hooks.apply_npu_patches(spec=other, config=cfg, device=torch.device("cpu")) == []
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -19,7 +19,7 @@ def make_predict_by_feat(backend: str, original):
             return original(self, cls_scores, bbox_preds, score_factors, batch_img_metas, cfg,
                             rescale, with_nms)
         cfg = self.test_cfg if cfg is None else cfg
-        labels, dets = static_detections(self, [c.detach() for c in cls_scores],
+        dets, labels = static_detections(self, [c.detach() for c in cls_scores],
                                          [b.detach() for b in bbox_preds],
                                          [s.detach() for s in score_factors], shapes.pop(), cfg,
                                          backend)

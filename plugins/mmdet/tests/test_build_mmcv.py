@@ -1,4 +1,5 @@
-"""plugins/fcos/build_mmcv.py: the vendored setup.py fix and the wheel cache (nothing is built)."""
+"""plugins/mmdet/detcore_mmdet/build_mmcv.py: the vendored setup.py fix and the wheel cache
+(nothing is built); loaded by path, as dev/install.sh runs it before anything is installed."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "build_mmcv.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "detcore_mmdet" / "build_mmcv.py"
 
 
 @pytest.fixture(scope="module")
 def build_mmcv():
-    spec = importlib.util.spec_from_file_location("detcore_fcos_build_mmcv", SCRIPT)
+    spec = importlib.util.spec_from_file_location("detcore_mmdet_build_mmcv_by_path", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -120,3 +121,16 @@ def test_real_script_with_seeded_cache_does_not_build(build_mmcv, tmp_path):
     assert f"using cached wheel {seeded}" in proc.stdout
     assert "compiling" not in proc.stdout and "downloading" not in proc.stdout
     assert sorted(p.name for p in seeded.parent.iterdir()) == [seeded.name]
+
+
+def test_script_imports_only_the_standard_library():
+    """dev/install.sh runs it with a bare interpreter: before mmcv, detcore-mmdet or torch."""
+    import ast
+
+    tree = ast.parse(SCRIPT.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))

@@ -19,7 +19,8 @@ seconds instead of ~17 minutes on 2 cores.
 Devices: ``cpu`` (CPU ops), ``cuda`` (``FORCE_CUDA=1``, needs nvcc), ``npu``
 (``FORCE_NPU=1``, needs torch_npu on a host with CANN).
 
-Standard library only: it runs before mmcv (and so before the plugin) exists.
+Standard library only: it runs before mmcv (and so before detcore-mmdet and the plugins
+that use it) exists, by path: ``python plugins/mmdet/detcore_mmdet/build_mmcv.py``.
 """
 from __future__ import annotations
 
