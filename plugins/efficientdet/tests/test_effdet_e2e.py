@@ -1,32 +1,21 @@
 """The real CLI, end to end: train -> eval -> finetune -> predict -> export -> infer (slow)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from detcore.result import validate_result
+from detcore.testing.cli import run_task
 
 pytestmark = pytest.mark.slow
 
 MODEL = "efficientdet-d0"
-SMALL = ["--config", "tiny", "--device", "cpu", "--no-progress",
+SMALL = ["--config", "tiny",
          "--set", "data.synthetic.num_train=16", "--set", "data.synthetic.num_val=8"]
 
 
 def detcore(work: Path, task: str, *args: str) -> dict:
-    out = work / task
-    cmd = [sys.executable, "-m", "detcore.cli", "run", "--model", MODEL, "--task", task,
-           "--work-dir", str(out), *SMALL, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-3000:]}"
-    result = json.loads((out / "result.json").read_text())
-    assert validate_result(result) == [], result
-    assert result["status"] == "ok" and result["model"] == MODEL and result["task"] == task
+    result = run_task(MODEL, task, work / task, *SMALL, *args, timeout=600)
     assert result["versions"]["effdet"] == "0.4.1" and result["versions"]["timm"] == "1.0.31"
     return result
 

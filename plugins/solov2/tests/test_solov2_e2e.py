@@ -2,39 +2,24 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import solov2_util as U
-from detcore.result import validate_result
+from detcore.testing.cli import run_task
 
 pytestmark = pytest.mark.slow
 
 MODEL = "solov2-light"
-SMALL = ["--device", "cpu", "--no-progress",
-         *[arg for s in U.TINY for arg in ("--set", s)],
+SMALL = [*[arg for s in U.TINY for arg in ("--set", s)],
          "--set", "data.synthetic.num_train=16", "--set", "data.synthetic.num_val=8",
          "--set", "data.synthetic.min_size=96", "--set", "data.synthetic.max_size=160"]
 SEGM_KEYS = ("segm_mAP", "segm_mAP_50", "segm_mAP_75", "bbox_mAP", "bbox_mAP_50")
 
 
-#: detcore.predict.predict_images interpolates an empty (1, 0, H, W) mask stack when an image
-#: has no detection above the threshold (torch refuses); reported to core with a fix.
-
-
 def detcore(work: Path, task: str, *args: str) -> dict:
-    out = work / task
-    cmd = [sys.executable, "-m", "detcore.cli", "run", "--model", MODEL, "--task", task,
-           "--work-dir", str(out), *SMALL, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-3000:]}"
-    result = json.loads((out / "result.json").read_text())
-    assert validate_result(result) == [], result
-    assert result["status"] == "ok" and result["model"] == MODEL and result["task"] == task
+    result = run_task(MODEL, task, work / task, *SMALL, *args, timeout=900)
     assert result["versions"]["mmdet"] == "3.3.0" and result["versions"]["mmcv"] == "2.1.0"
     assert result["versions"]["mmengine"] == "0.10.7"
     return result
