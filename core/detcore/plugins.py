@@ -140,7 +140,7 @@ class Registry:
             msg += f" Did you mean {hint[0]!r}?"
         msg += f" Installed models: {', '.join(known) if known else 'none'}"
         if not known:
-            msg += " (install a plugin, e.g. pip install -e plugins/efficientdet)"
+            msg += " (install a plugin: pip install PACKAGE, or in a detcore checkout bash dev/install.sh NAME)"
         broken = [p.name for p in self.plugins.values() if p.status in ("broken", "incompatible")]
         if broken:
             msg += f"; plugins not loaded: {', '.join(broken)} (see detcore plugins)"
