@@ -212,3 +212,19 @@ def test_clock_reads_wait_for_npu_and_cuda_kernels(monkeypatch):
     for kind in ("npu", "cuda", "cpu"):
         synchronize(SimpleNamespace(type=kind))
     assert [d.type for d in calls] == ["npu", "cuda"]
+
+
+def test_time_cap_says_the_schedule_was_cut(registry, tiny_data, tmp_path, caplog):
+    result = train(registry, tiny_data, tmp_path, "train.epochs=50", "train.max_minutes=0.0001",
+                   "train.eval_after=false")
+    cut = result["artifacts"]["schedule_cut"]
+    assert cut["reason"] == "train.max_minutes" and cut["at_step"] == result["metrics"]["steps"]
+    assert cut["planned_steps"] == 50 * 6 > cut["at_step"]
+    assert any("schedule, sized for 300 steps, was cut" in r.getMessage() for r in caplog.records)
+
+
+def test_scheduler_keys_are_core_keys_and_settable(registry, tiny_data, tmp_path):
+    result = train(registry, tiny_data, tmp_path, "scheduler.name=step", "scheduler.milestones=[0.5]",
+                   "scheduler.gamma=0.5", "scheduler.warmup_ratio=0.1", "train.max_steps=2",
+                   "train.eval_after=false")
+    assert result["metrics"]["steps"] == 2

@@ -30,7 +30,10 @@ CORE_DEFAULTS: dict[str, Any] = {
     },
     "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9,
                   "scale_lr_by_world_size": True, "base_world_size": 1},
-    "scheduler": {"name": "cosine", "warmup_steps": 50, "warmup_ratio": 0.001},
+    # warmup_ratio: the first step's lr as a fraction of optimizer.lr; milestones (step): fractions
+    # of the steps after warm-up at which the lr is multiplied by gamma
+    "scheduler": {"name": "cosine", "warmup_steps": 50, "warmup_ratio": 0.001,
+                  "milestones": [0.67, 0.9], "gamma": 0.1},
     "eval": {"batch_size": 8, "score_threshold": 0.05, "max_detections": 100,
              "backend": "pycocotools"},
     "predict": {"max_images": 16, "score_threshold": 0.3},

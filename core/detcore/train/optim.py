@@ -30,11 +30,11 @@ def default_optimizer(model: torch.nn.Module, cfg: dict, world_size: int):
 
 def build_scheduler(optimizer, scfg: dict, total_steps: int):
     """Linear warm-up, then ``cosine``, ``step`` (milestones as fractions) or ``constant``."""
-    name = str(scfg.get("name", "cosine"))
+    name = str(scfg["name"])
     if name not in ("cosine", "step", "constant"):
         raise UserError(f"scheduler.name {name!r}: use cosine, step or constant")
-    warm = min(int(scfg.get("warmup_steps", 0)), max(0, total_steps - 1))
-    ratio = float(scfg.get("warmup_ratio", 0.001))
+    warm = min(int(scfg["warmup_steps"]), max(0, total_steps - 1))
+    ratio = float(scfg["warmup_ratio"])
     total = max(1, total_steps)
 
     def factor(step: int) -> float:
@@ -44,8 +44,8 @@ def build_scheduler(optimizer, scfg: dict, total_steps: int):
         if name == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         if name == "step":
-            passed = sum(progress >= m for m in scfg.get("milestones", [0.67, 0.9]))
-            return float(scfg.get("gamma", 0.1)) ** passed
+            passed = sum(progress >= m for m in scfg["milestones"])
+            return float(scfg["gamma"]) ** passed
         return 1.0  # constant
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -35,6 +35,9 @@ def train(ctx) -> dict:
     stats = trainer.fit()
     artifacts = {"checkpoint": stats["checkpoint"], "metrics_log": str(trainer.metrics_path)}
     metrics = {"steps": stats["steps"], "skipped_steps": stats["skipped_steps"]}
+    if trainer.cut_at is not None:  # the time cap stopped it: say so, the schedule was not run out
+        artifacts["schedule_cut"] = {"reason": "train.max_minutes", "at_step": trainer.cut_at,
+                                     "planned_steps": stats["planned_steps"]}
     if stats["final_loss"] is not None:
         metrics["final_loss"] = round(stats["final_loss"], 5)
     if tcfg["eval_after"]:

@@ -78,6 +78,7 @@ class Trainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.skipped_steps = 0
         self.stop_requested = False
+        self.cut_at = None  # the step train.max_minutes stopped the run at, if it did
         self.work_dir = Path(ctx.work_dir)
         self.ckpt_path = self.work_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.work_dir / "metrics.jsonl"
@@ -201,6 +202,11 @@ class Trainer:
                 out_of_time = deadline is not None and time.monotonic() > deadline
                 self.stop_requested, out_of_time = dist.any_rank(
                     [self.stop_requested, out_of_time], self.device)
+                if out_of_time and self.global_step < self.total_steps:
+                    self.cut_at = self.global_step
+                    log.warning("train.max_minutes (%s) reached at step %d of %d: the learning-rate "
+                                "schedule, sized for %d steps, was cut there", minutes,
+                                self.global_step, self.total_steps, self.total_steps)
                 if self.stop_requested or out_of_time or self.global_step >= self.total_steps:
                     break
             else:  # the epoch's data ran out
@@ -210,7 +216,7 @@ class Trainer:
                 self.end_epoch()
             break  # every break above ends training
         return {"fps": _fps(timed_steps, timed_seconds, images_per_step),
-                "final_loss": losses.get("loss")}
+                "final_loss": losses.get("loss"), "planned_steps": self.total_steps}
 
     def batches(self, epoch: int, skip: int = 0):
         """The training batches of ``epoch`` (after ``skip`` samples), the model in train mode."""
