@@ -10,7 +10,8 @@
 
 Training throughput against effdet's own ``DetBenchTrain`` step is not measured here:
 ``detcore bench --models efficientdet-d0`` times core's ``Trainer.step`` against this
-plugin's ``baseline_train_step`` hook.
+plugin's ``baseline_train_step`` hook. detcore's evaluation next to effdet's own evaluator
+(``validate.py``'s pipeline, same weights, same images) is ``upstream_eval.py`` beside this file.
 
 Prints a markdown table and writes JSON. ``--quick`` runs both small in about 2 minutes
 (its mAP is not meaningful: it checks the plumbing).

@@ -132,16 +132,25 @@ class EfficientDetDetector(EfficientDet, Detector):
         patch's). ``static=True`` (ONNX export) always uses the portable static-shape
         version: effdet's scripted one does not trace to a fixed-shape graph, and an NPU
         kernel cannot run in the CPU trace core exports from.
+
+        Boxes are clipped to the canvas *before* NMS, as ``DetBenchPredict`` clips them
+        when given ``img_info`` (effdet's ``validate.py``): passed as ``img_scale`` 1 and
+        ``img_size`` the canvas, so the suppression sees the boxes that are scored. (effdet
+        clips to the resized image inside the canvas; the model sees only the canvas.)
         """
         num_points = min(int(self.config.max_detection_points),
                          int(self.anchors.boxes.shape[0]) * self.num_classes)
         cls_pp, box_pp, indices, classes = effdet_bench._post_process(
             cls_out, box_out, num_levels=self.config.num_levels, num_classes=self.num_classes,
             max_detection_points=num_points)
-        fn = batch_detection_fixed if static else effdet_bench._batch_detection
-        dets = fn(cls_out[0].shape[0], cls_pp, box_pp, self.anchors.boxes, indices, classes,
-                  None, None, max_det_per_image=self.max_detections, soft_nms=False)
+        batch = cls_out[0].shape[0]
         h, w = self.config.image_size
+        device = cls_out[0].device
+        img_scale = torch.ones(batch, dtype=torch.float32, device=device)
+        img_size = torch.tensor([[float(w), float(h)]], dtype=torch.float32, device=device).expand(batch, 2)
+        fn = batch_detection_fixed if static else effdet_bench._batch_detection
+        dets = fn(batch, cls_pp, box_pp, self.anchors.boxes, indices, classes, img_scale, img_size,
+                  max_det_per_image=self.max_detections, soft_nms=False)
         limits = dets.new_tensor([w, h, w, h])
         boxes = torch.minimum(dets[..., :4].clamp(min=0), limits)
         labels = dets[..., 5:6] - 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,14 +31,6 @@ def outputs(model, x, t):
 
 def max_diff(a, b) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
-
-
-def sorted_rows(dets: torch.Tensor) -> np.ndarray:
-    """Detections per image in a canonical order (equal scores may come in either order)."""
-    out = []
-    for img in dets.numpy():
-        out.append(img[np.lexsort(img.T[::-1])])
-    return np.stack(out)
 
 
 def originals(patch: Patch) -> list:
@@ -82,8 +75,8 @@ def test_model_outputs_equal_within_tolerance(patch_cls, model, data, reference)
     tol = patch.tolerance
     assert max_diff(reference[0], got[0]) <= tol
     assert max_diff(reference[1].values(), got[1].values()) <= max(tol, 0.0)
-    if tol == 0:
-        np.testing.assert_array_equal(sorted_rows(reference[2]), sorted_rows(got[2]))
+    if tol == 0:  # row for row, in effdet's order
+        np.testing.assert_array_equal(reference[2].numpy(), got[2].numpy())
     else:  # rounding-level score changes may reorder near-equal detections: compare the rest
         ref, new = reference[2], got[2]
         par = stable_slots(ref[..., :5], ref[..., 5], new[..., :5], new[..., 5], min_score=0.05)
@@ -133,7 +126,7 @@ def test_fixed_nms_matches_effdet_with_image_scale(model):
     with FixedSizeNmsPatch(CPU):
         got = bench._batch_detection(args[0], args[1], args[2], model.anchors.boxes, *args[3:], **kwargs)
     assert got.shape == ref.shape == (2, 100, 6)
-    np.testing.assert_array_equal(sorted_rows(ref), sorted_rows(got))
+    np.testing.assert_array_equal(ref.numpy(), got.numpy())  # row for row
 
 
 def test_fused_sgd_matches_torch_sgd(model, data):
@@ -216,3 +209,279 @@ def test_patched_model_is_still_deterministic(model, data):
     tol = max(p.tolerance for p in patches)
     assert max_diff(ref[0], got[0]) <= tol
     assert max_diff(ref[1].values(), got[1].values()) <= tol
+
+
+# -- the upstream contract on its edge cases: every patch, patched vs unpatched ------------------
+# Each replacement must accept every input the function it replaces accepts (same signature, the
+# optional arguments, empty ground truth, no candidate above a threshold, empty feature maps,
+# minimal configs) and return the same type, shape, dtype and values there; where upstream
+# refuses an input, the replacement refuses it too (same exception type).
+
+def outcome(call):
+    try:
+        return call()
+    except Exception as exc:  # an exception is an outcome to compare
+        return exc
+
+
+def both(patch_cls, call):
+    """``call()`` unpatched, then patched (it must look the replaced attribute up when called)."""
+    ref = outcome(call)
+    with patch_cls(CPU):
+        got = outcome(call)
+    return ref, got
+
+
+def assert_same(ref, got, atol: float = 0.0):
+    if isinstance(ref, Exception):
+        assert isinstance(got, Exception), f"upstream raises {ref!r}; the patch returned {got!r}"
+        assert type(got) is type(ref), (ref, got)
+        return
+    assert not isinstance(got, Exception), f"upstream accepts this input; the patch raised {got!r}"
+    assert type(got) is type(ref)
+    assert (got.shape, got.dtype, got.device) == (ref.shape, ref.dtype, ref.device)
+    if atol == 0:
+        assert torch.equal(got, ref), float((got.double() - ref.double()).abs().max())
+    else:
+        torch.testing.assert_close(got, ref, atol=atol, rtol=0)
+
+
+def signature_of(fn) -> list[tuple]:
+    """``[(name, default)]`` of a Python callable or a TorchScript function."""
+    import inspect
+
+    schema = getattr(fn, "schema", None)
+    if schema is not None:
+        return [(a.name, a.default_value) for a in schema.arguments]
+    return [(p.name, None if p.default is inspect.Parameter.empty else p.default)
+            for p in inspect.signature(fn).parameters.values()]
+
+
+@pytest.mark.parametrize("patch_cls", PATCHES)
+def test_replacements_keep_the_upstream_signature(patch_cls):
+    for owner, attr, new in patch_cls(CPU).targets():
+        original = owner.__dict__[attr]
+        want, got = signature_of(original), signature_of(new)
+        if patch_cls is FusedSgdPatch:  # SGD(fused=True): the same parameters, another default
+            want = [(n, d) for n, d in want if n != "fused"]
+            got = [(n, d) for n, d in got if n != "fused"]
+        assert got == want, f"{patch_cls.name}: {attr}{got} replaces {attr}{want}"
+
+
+# static_same_pad: every layer kind and hyper-parameter, odd/tiny/empty/unbatched inputs
+
+def _same_layers():
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    torch.manual_seed(0)
+    return {
+        "conv k3 s2": Conv2dSame(4, 5, 3, stride=2),
+        "conv k3 s1 dilation 2": Conv2dSame(4, 5, 3, stride=1, dilation=2),
+        "conv k(3,5) s(2,1)": Conv2dSame(4, 5, (3, 5), stride=(2, 1)),
+        "conv k4 s2 groups 2 no bias": Conv2dSame(4, 4, 4, stride=2, groups=2, bias=False),
+        "conv k1 s2": Conv2dSame(4, 5, 1, stride=2),
+        "maxpool k3 s2": MaxPool2dSame(3, stride=2),
+        "maxpool k3 s2 dilation 2": MaxPool2dSame(3, stride=2, dilation=2),
+        "maxpool k2 s2 ceil_mode": MaxPool2dSame(2, stride=2, ceil_mode=True),
+        "maxpool k(3,2) s(1,2)": MaxPool2dSame((3, 2), stride=(1, 2)),
+        "avgpool k3 s2": AvgPool2dSame(3, stride=2),
+        "avgpool k3 s2 count_include_pad=False": AvgPool2dSame(3, stride=2, count_include_pad=False),
+        "avgpool k2 s2 ceil_mode": AvgPool2dSame(2, stride=2, ceil_mode=True),
+    }
+
+
+SAME_PAD_INPUTS = {"odd 9x9": (2, 4, 9, 9), "even 8x8": (2, 4, 8, 8), "1x1": (1, 4, 1, 1),
+                   "2x7 (smaller than the kernel)": (1, 4, 2, 7), "empty batch": (0, 4, 9, 9),
+                   "unbatched CHW": (4, 9, 9), "zero height (refused)": (2, 4, 0, 5)}
+
+
+@pytest.mark.parametrize("layer", list(_same_layers()))
+def test_static_same_pad_edge_cases(layer):
+    module = _same_layers()[layer]
+    for name, shape in SAME_PAD_INPUTS.items():
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        module.__dict__.pop("_detcore_same_pad", None)
+        with torch.no_grad():
+            ref, got = both(StaticSamePadPatch, lambda: module(x))
+        assert_same(ref, got)
+
+
+def test_static_same_pad_follows_a_changed_stride():
+    """The constant pad is cached per layer; a layer whose stride changes gets the new pad."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    conv = Conv2dSame(4, 5, 3, stride=2)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad(), StaticSamePadPatch(CPU):
+        conv(x)  # caches the stride-2 pad, (0, 1, 0, 1)
+        conv.stride = (1, 1)
+        got = conv(x)
+    with torch.no_grad():
+        ref = conv(x)  # timm: (1, 1, 1, 1)
+    assert_same(ref, got)
+
+
+# npu_one_hot: what effdet's one_hot accepts (int64 and int32, any shape) and refuses
+
+ONE_HOT_CASES = {
+    "targets with -1/-2": (torch.tensor([[0, 2, -1], [-2, 1, 3]]), 4),
+    "int32 targets": (torch.tensor([[0, 2, -1], [-2, 1, 3]], dtype=torch.int32), 4),
+    "empty": (torch.zeros((0,), dtype=torch.int64), 4),
+    "empty level (B x 0 x W x A)": (torch.zeros((2, 0, 3, 9), dtype=torch.int64), 90),
+    "0-d": (torch.tensor(2), 4),
+    "all background": (torch.full((2, 3, 3, 9), -1), 3),
+    "one class": (torch.tensor([0, -1, 0]), 1),
+    "class out of range (refused)": (torch.tensor([4]), 4),
+    "float targets (refused)": (torch.tensor([1.0, -1.0]), 4),
+    "int16 targets (refused)": (torch.tensor([1, -1], dtype=torch.int16), 4),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_HOT_CASES))
+def test_one_hot_edge_cases(case):
+    from effdet import loss
+
+    x, n = ONE_HOT_CASES[case]
+    assert_same(*both(OneHotPatch, lambda: loss.one_hot(x, n)))
+
+
+@pytest.mark.parametrize("variant", [{}, {"jit_loss": True}, {"legacy_focal": True},
+                                     {"label_smoothing": 0.1}])
+@pytest.mark.parametrize("gt", ["no boxes in the batch", "one image empty"])
+def test_detection_loss_edge_cases(model, variant, gt):
+    """effdet's ``DetectionLoss`` (which calls the patched ``one_hot``, and ``loss_jit`` with
+    ``jit_loss``) on empty ground truth and minimal configs: the same losses."""
+    from effdet.loss import DetectionLoss
+
+    keys = ("num_classes", "alpha", "gamma", "delta", "box_loss_weight", "label_smoothing",
+            "legacy_focal", "jit_loss")
+    config = SimpleNamespace(**{**{k: model.config[k] for k in keys}, **variant})
+    t = targets(2) if gt == "one image empty" else [targets(3)[2]] * 2
+    with torch.no_grad():
+        cls_out, box_out = model.raw_outputs(images(2))
+        labels = model.anchor_labeler.batch_label_anchors(*effdet_targets(t, model.max_targets, CPU))
+    fn = DetectionLoss(config)
+    ref, got = both(OneHotPatch, lambda: fn(cls_out, box_out, *labels))
+    assert not isinstance(ref, Exception) and not isinstance(got, Exception), (ref, got)
+    for r, g in zip(ref, got):
+        assert_same(r, g)
+
+
+# fixed_size_nms: effdet's _batch_detection on every path, compared row for row (no sorting)
+
+def _candidates(model, n: int, batch: int = 2, logits=None, dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    anchors = model.anchors.boxes
+    cls = torch.randn(batch, n, 1, generator=g) if logits is None else torch.full((batch, n, 1), logits)
+    box = torch.randn(batch, n, 4, generator=g) * 0.2
+    idx = torch.stack([torch.randperm(anchors.shape[0], generator=g)[:n] for _ in range(batch)])
+    classes = torch.randint(0, 3, (batch, n), generator=g)
+    return batch, cls.to(dtype), box.to(dtype), anchors, idx, classes
+
+
+NMS_CASES = {
+    "model-sized candidate set": dict(n=3000),
+    "fewer candidates than max_det": dict(n=20),
+    "a single candidate": dict(n=1, batch=1),
+    "every score exactly 0 (no candidate above any threshold)": dict(n=50, logits=-200.0),
+    "every score equal": dict(n=50, logits=0.0),
+    "max_det_per_image=0": dict(n=50, kwargs=dict(max_det_per_image=0)),
+    "max_det_per_image=1": dict(n=50, kwargs=dict(max_det_per_image=1)),
+    "img_scale only": dict(n=50, kwargs=dict(img_scale=torch.tensor([2.0, 0.5]))),
+    "img_size only": dict(n=50, kwargs=dict(img_size=torch.tensor([[50.0, 60.0], [70.0, 80.0]]))),
+    "img_scale and img_size": dict(n=50, kwargs=dict(img_scale=torch.tensor([2.0, 0.5]),
+                                                     img_size=torch.tensor([[50.0, 60.0], [70.0, 80.0]]))),
+    "half-precision head outputs": dict(n=50, dtype=torch.float16),
+    "soft_nms=True": dict(n=200, kwargs=dict(soft_nms=True)),
+    "soft_nms=True, no candidate above its 0.001": dict(n=50, logits=-10.0, kwargs=dict(soft_nms=True)),
+}
+
+
+@pytest.mark.parametrize("case", list(NMS_CASES))
+def test_fixed_nms_edge_cases(model, case):
+    from effdet import bench
+
+    spec = dict(NMS_CASES[case])
+    kwargs = spec.pop("kwargs", {})
+    args = _candidates(model, **spec)
+    ref, got = both(FixedSizeNmsPatch, lambda: bench._batch_detection(*args, **kwargs))
+    assert_same(ref, got)
+
+
+def test_fixed_nms_through_effdets_predict_bench(model):
+    """``DetBenchPredict`` (effdet's own caller) with img_info, unpatched vs patched."""
+    from effdet import DetBenchPredict
+
+    from detcore_efficientdet.model import _Network
+
+    predict = DetBenchPredict(_Network(model)).eval()
+    x = (images(2) - model.pixel_mean) / model.pixel_std
+    info = {"img_scale": torch.tensor([1.25, 0.8]), "img_size": torch.tensor([[160.0, 100.0]] * 2)}
+    with torch.no_grad():
+        ref, got = both(FixedSizeNmsPatch, lambda: predict(x, img_info=info))
+    assert_same(ref, got)
+
+
+# fpn_combine_stack: every weight method, node count, dtype, empty batch, a bad method
+
+def _fpn_combine(weight_method: str, offsets: tuple, dtype):
+    from effdet.efficientdet import FpnCombine
+
+    torch.manual_seed(0)
+    info = [dict(num_chs=8, size=(16, 16)), dict(num_chs=8, size=(8, 8)), dict(num_chs=6, size=(8, 8))]
+    node = FpnCombine(info, 8, offsets, output_size=(8, 8), weight_method=weight_method,
+                      downsample="max", upsample="nearest").eval().to(dtype)
+    if node.edge_weights is not None:
+        with torch.no_grad():
+            node.edge_weights.copy_(torch.tensor([0.7, -0.2, 1.9][:len(offsets)]))
+    return node, [torch.randn(2, f["num_chs"], *f["size"]).to(dtype) for f in info]
+
+
+@pytest.mark.parametrize("weight_method", ["attn", "fastattn", "sum", "not-a-method (refused)"])
+@pytest.mark.parametrize("offsets", [(0,), (1, 2), (0, 1, 2)])
+def test_fpn_combine_edge_cases(weight_method, offsets):
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        node, x = _fpn_combine(weight_method, offsets, dtype)
+        for batch in (x, [t[:0] for t in x]):  # and an empty batch
+            with torch.no_grad():
+                assert_same(*both(FpnCombineStackPatch, lambda: node(batch)))
+
+
+# fused_sgd: the optimizer the build_optimizer hook makes, on every option SGD takes
+
+SGD_GROUPS = {
+    "one group": lambda net, frozen: net.parameters(),
+    "decay / no-decay groups": lambda net, frozen: [
+        {"params": [p for p in net.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+        {"params": [p for p in net.parameters() if p.ndim > 1], "weight_decay": 1e-2}],
+    "an empty group": lambda net, frozen: [{"params": [], "weight_decay": 0.0},
+                                           {"params": list(net.parameters())}],
+    "parameters that never get a gradient": lambda net, frozen: [*net.parameters(), *frozen.parameters()],
+}
+SGD_OPTIONS = [dict(lr=0.1, momentum=0.9, nesterov=False), dict(lr=0.1), dict(lr=0.1, momentum=0.0),
+               dict(lr=0.1, momentum=0.9, nesterov=True), dict(lr=0.1, momentum=0.9, dampening=0.5),
+               dict(lr=0.1, momentum=0.9, weight_decay=1e-3, maximize=True),
+               dict(lr=torch.tensor(0.1), momentum=0.9),
+               dict(lr=0.1, momentum=0.0, nesterov=True)]  # refused by SGD
+
+
+@pytest.mark.parametrize("groups", list(SGD_GROUPS))
+def test_fused_sgd_edge_cases(groups):
+    from detcore_efficientdet import optim
+
+    def train(options):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+        frozen = torch.nn.Linear(2, 2)
+        opt = optim.SGD_FACTORY(SGD_GROUPS[groups](net, frozen), **options)
+        for step in range(3):
+            loss = net(torch.randn(5, 4, generator=torch.Generator().manual_seed(step))).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in [*net.parameters(), *frozen.parameters()]])
+
+    for options in SGD_OPTIONS:
+        ref, got = both(FusedSgdPatch, lambda: train(options))
+        assert_same(ref, got, atol=FusedSgdPatch.tolerance)

@@ -28,29 +28,65 @@ def _rows(dets, labels, img_scale):
     return torch.cat([boxes, dets[:, 4:5], (labels + 1).to(dets.dtype)[:, None]], dim=1)
 
 
+def first_k(boxes, scores, labels, k: int):
+    """The first ``k`` detections in NMS order, in fixed shapes: ``dets (k, 5)``, ``labels (k,)``.
+
+    Pads with ``k`` empty rows (score 0, label -1) and gathers rows ``0..k-1`` (``cat`` +
+    a constant-index ``index_select``): the output shape is ``k`` whatever survives NMS
+    (ONNX/ATC friendly), and the kept rows keep NMS's order, as effdet's slice-and-pad
+    does. (A ``topk`` on the scores would reorder equal scores and could put an empty
+    row before a kept detection that scores exactly 0.)
+    """
+    import torch
+
+    boxes = torch.cat([boxes, boxes.new_zeros((k, 4))])
+    scores = torch.cat([scores, scores.new_zeros((k,))])
+    labels = torch.cat([labels.to(torch.int64), labels.new_full((k,), -1, dtype=torch.int64)])
+    first = torch.arange(k, device=boxes.device)
+    dets = torch.cat([boxes.index_select(0, first), scores.index_select(0, first)[:, None]], dim=1)
+    return dets, labels.index_select(0, first)
+
+
+def _soft_nms_detection(batch_size: int, class_out, box_out, anchor_boxes, indices, classes,
+                        img_scale, img_size, max_det_per_image: int):
+    """``soft_nms=True``: effdet's own per-image ``generate_detections`` (no fixed-shape version
+    exists: soft-NMS rescores and drops candidates below 0.001, so its output is dynamic)."""
+    import torch
+    from effdet.anchors import generate_detections
+
+    out = [generate_detections(class_out[i], box_out[i], anchor_boxes, indices[i], classes[i],
+                               None if img_scale is None else img_scale[i],
+                               None if img_size is None else img_size[i],
+                               max_det_per_image=max_det_per_image, soft_nms=True)
+           for i in range(batch_size)]
+    return torch.stack(out, dim=0)
+
+
 def batch_detection_fixed(batch_size: int, class_out, box_out, anchor_boxes, indices, classes,
                           img_scale: Optional["torch.Tensor"] = None,
                           img_size: Optional["torch.Tensor"] = None,
                           max_det_per_image: int = 100, soft_nms: bool = False):
-    """Portable, static-shape ``_batch_detection``: torchvision NMS + ``detcore.ops.pad_detections``.
+    """Portable, static-shape ``_batch_detection``: torchvision NMS + :func:`first_k`.
 
     Same signature and output as effdet's (``B x max_det x 6``: x1, y1, x2, y2, score,
-    class 1-based; empty rows all zero), but the output shape never depends on how
-    many boxes survive NMS (``cat`` + ``topk`` instead of a data-dependent pad), and it
-    is plain Python, so ``torch.onnx.export`` traces it (effdet's is ``torch.jit.script``).
+    class 1-based; empty rows all zero; rows in NMS order), but the output shape never
+    depends on how many boxes survive NMS (``cat`` + constant-index gather instead of a
+    data-dependent pad), and it is plain Python, so ``torch.onnx.export`` traces it
+    (effdet's is ``torch.jit.script``). ``soft_nms=True`` runs effdet's own soft-NMS.
     """
     import torch
-
-    from detcore.ops import batched_fixed_nms
+    from torchvision.ops import batched_nms
 
     if soft_nms:
-        raise NotImplementedError("soft-NMS has no fixed-shape version; use hard NMS")
+        return _soft_nms_detection(batch_size, class_out, box_out, anchor_boxes, indices, classes,
+                                   img_scale, img_size, max_det_per_image)
     out = []
     for i in range(batch_size):
         scale_i = None if img_scale is None else img_scale[i]
         size_i = None if img_size is None else img_size[i]
         boxes, scores = _decode(class_out[i], box_out[i], anchor_boxes, indices[i], scale_i, size_i)
-        dets, labels = batched_fixed_nms(boxes, scores, classes[i], IOU_THRESHOLD, max_det_per_image)
+        keep = batched_nms(boxes, scores, classes[i], IOU_THRESHOLD)
+        dets, labels = first_k(boxes[keep], scores[keep], classes[i][keep], max_det_per_image)
         out.append(_rows(dets, labels, scale_i))
     return torch.stack(out, dim=0)
 
@@ -70,7 +106,8 @@ def batch_detection_npu(batch_size: int, class_out, box_out, anchor_boxes, indic
 
     npu = require_torch_npu(FixedSizeNmsPatch.name)
     if soft_nms:
-        raise NotImplementedError("soft-NMS has no fixed-shape version; use hard NMS")
+        return _soft_nms_detection(batch_size, class_out, box_out, anchor_boxes, indices, classes,
+                                   img_scale, img_size, max_det_per_image)
     out = []
     for i in range(batch_size):
         scale_i = None if img_scale is None else img_scale[i]
@@ -103,12 +140,14 @@ class FixedSizeNmsPatch(Patch):
     (used by detcore's model, ``DetBenchPredict`` and ``DetBenchTrain`` in eval) with
     a static-shape version: ``torch_npu.npu_nms_v4`` with a padded output on NPU
     (raising a message naming torch_npu if it is absent), and torchvision NMS +
-    ``detcore.ops.pad_detections`` (``cat`` + ``topk``) elsewhere. Same output
-    convention as effdet: ``B x max_det x 6``, class 1-based, empty rows zero.
-    ONNX export always uses the portable version, patched or not.
+    :func:`first_k` (``cat`` + a constant-index gather) elsewhere. Same signature and
+    output convention as effdet: ``B x max_det x 6``, class 1-based, rows in NMS order,
+    empty rows zero. ``soft_nms=True`` (no fixed-shape version) runs effdet's own
+    ``generate_detections``. ONNX export always uses the portable version, patched or not.
 
-    Tolerance: 0 on CPU (the same decode, the same torchvision NMS, the same top-k
-    set; rows are compared after sorting, since equal scores may be ordered differently).
+    Tolerance: 0 on CPU, row for row (the same decode, the same torchvision NMS, the
+    same kept order; also with fewer candidates than ``max_det``, all scores equal or
+    exactly 0, image scale/size given or not, and soft-NMS).
     """
 
     name = "fixed_size_nms"

@@ -5,12 +5,20 @@ from detcore.patching import Patch, is_npu, require_torch_npu
 
 
 def one_hot_portable(x, num_classes: int):
-    """effdet's ``one_hot`` (negative entries -> all zeros) via ``F.one_hot``; float32."""
+    """effdet's ``one_hot`` (negative entries -> all zeros) via ``F.one_hot``; float32.
+
+    Accepts what effdet's accepts: int64 and int32 indices (its ``scatter`` takes both;
+    ``F.one_hot`` only int64, so int32 is widened), any shape including empty and 0-d.
+    Other dtypes raise, as effdet's does.
+    """
     import torch
     import torch.nn.functional as F
 
     x_non_neg = (x >= 0).unsqueeze(-1)
-    return F.one_hot(x.clamp(min=0), num_classes).to(torch.float32) * x_non_neg
+    index = x.clamp(min=0)
+    if index.dtype == torch.int32:
+        index = index.long()
+    return F.one_hot(index, num_classes).to(torch.float32) * x_non_neg
 
 
 def one_hot_npu(x, num_classes: int):

@@ -9,7 +9,7 @@ from detcore.patching import Patch
 def _static_pad(module, x, kernel_size, stride, dilation):
     """The (left, right, top, bottom) SAME padding for ``x``'s size, as Python ints.
 
-    Computed once per input size and cached on the module: for a fixed input size
+    Computed once per input size (and kernel/stride/dilation) and cached on the module: for a fixed input size
     (detcore always feeds ``data.input_size``) it is a constant, so the graph carries
     a ``Pad`` with literal amounts instead of a chain of Shape/Div/Ceil ops.
     """
@@ -22,12 +22,14 @@ def _static_pad(module, x, kernel_size, stride, dilation):
             size = (int(x.shape[-2]), int(x.shape[-1]))
     else:
         size = (int(x.shape[-2]), int(x.shape[-1]))
+    # keyed by the layer's hyper-parameters too: a cached pad never outlives a changed stride
+    key = (size, tuple(int(k) for k in kernel_size), tuple(int(s) for s in stride),
+           tuple(int(d) for d in dilation))
     cache = module.__dict__.setdefault("_detcore_same_pad", {})
-    pad = cache.get(size)
+    pad = cache.get(key)
     if pad is None:
-        pad = tuple(int(v) for v in pad_same_arg(size, [int(k) for k in kernel_size],
-                                                  [int(s) for s in stride], [int(d) for d in dilation]))
-        cache[size] = pad
+        pad = tuple(int(v) for v in pad_same_arg(size, *(list(k) for k in key[1:])))
+        cache[key] = pad
     return pad
 
 
