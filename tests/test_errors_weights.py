@@ -93,3 +93,15 @@ def test_timm_checkpoint_saver_args_are_allowed_other_globals_refused(tmp_path):
     with pytest.raises(UserError, match="was refused"):
         load_checkpoint(tmp_path / "evil.pt", ("argparse.Namespace",))
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_plain_state_dict_exports_with_the_data_class_count(run_cli, trained, tmp_path, tiny_data):
+    """An upstream checkpoint records no class count: --data gives it (export, predict)."""
+    plain = torch.load(trained[0] / "checkpoints" / "last.pt", weights_only=True)["model"]
+    torch.save(plain, tmp_path / "plain.pt")
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "export", "--weights",
+                   tmp_path / "plain.pt", "--work-dir", tmp_path / "ex")
+    assert_user_error(proc, 2, "does not record its class count", "--data")
+    proc = run_cli("run", "--model", "tiny-fcos", "--task", "export", "--weights",
+                   tmp_path / "plain.pt", "--data", tiny_data, "--work-dir", tmp_path / "ex")
+    assert proc.returncode == 0, proc.stderr[-2000:]

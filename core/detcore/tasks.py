@@ -15,6 +15,11 @@ def trained_model(ctx: RunContext, num_classes: int | None = None):
 
     ckpt = load_checkpoint(ctx.weights, ctx.spec.checkpoint_globals)
     n = num_classes or ckpt.get("num_classes")
+    if n is None and ctx.options.data:  # an upstream checkpoint: the COCO root given says
+        try:
+            n = ctx.dataset("val").num_classes
+        except UserError:
+            pass
     if n is None:
         raise UserError(f"{ctx.weights} does not record its class count; pass --data with the "
                         f"dataset it was trained on")
