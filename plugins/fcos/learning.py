@@ -154,7 +154,7 @@ def main(argv=None) -> int:
 
     report: dict = {"model": MODEL, "quick": args.quick, "work_dir": str(work),
                     "threads": args.threads, "infer_threads": args.infer_threads,
-                    "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])])}
+                    "args": {k: str(v) for k, v in vars(args).items()}}
     weights = args.weights
     if "learning" in parts:
         report["learning"] = bench_learning(args, work, log)
