@@ -186,6 +186,10 @@ def test_hook_applies_all_portable_patches():
 
 
 def test_apply_all_reverts_on_failure(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("torch_npu") is not None:  # a real or simulated torch_npu
+        pytest.skip("checks the failure when torch_npu is missing")
     from effdet import bench
 
     before = bench._batch_detection
