@@ -29,6 +29,15 @@ class FCOSDetector(MMDetDetector):
 
     atc_out_nodes = ("labels", "dets")
 
+    #: Early mmdet 2.x's FCOSHead named its predictors ``fcos_cls``/``fcos_reg``/
+    #: ``fcos_centerness``; as an ``AnchorFreeHead`` they are ``conv_*``. mmdet renames them
+    #: itself in ``AnchorFreeHead._load_from_state_dict`` for state dicts without a head
+    #: version; detcore's strict loader checks the keys first, so :meth:`convert_state_dict`
+    #: does it. mmdet 2.x's later keys are 3.x's.
+    legacy_key_prefixes = (("bbox_head.fcos_cls.", "bbox_head.conv_cls."),
+                           ("bbox_head.fcos_reg.", "bbox_head.conv_reg."),
+                           ("bbox_head.fcos_centerness.", "bbox_head.conv_centerness."))
+
     def __init__(self, model, preprocessor):
         super().__init__(model, preprocessor, task_type="bbox")
         self.max_detections = int(model.bbox_head.test_cfg["max_per_img"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from detcore import hookimpl
 from detcore.spec import ModelSpec
-from detcore_mmdet import UPSTREAM, compiled_ops_check
+from detcore_mmdet import CHECKPOINT_GLOBALS, UPSTREAM, compiled_ops_check
 from detcore_mmdet.hooks import family_hooks
 
 from . import MODEL_NAME, configs
@@ -30,7 +30,7 @@ def register_models():
         name=MODEL_NAME, task_type="bbox", upstream=UPSTREAM, configs=dict(configs.CONFIGS),
         default_config="smoke",
         description="FCOS (mmdet 3.3.0): smoke = R18 192x192, coco = R50-caffe 800x1333 reference",
-        needs={"mmcv compiled ops": compiled_ops_check})]
+        needs={"mmcv compiled ops": compiled_ops_check}, checkpoint_globals=CHECKPOINT_GLOBALS)]
 
 
 @hookimpl

@@ -8,9 +8,13 @@ the data. The same arithmetic in fixed shapes, batched over images:
 
 1. per level, ``topk(nms_pre)`` over all (point, class) scores, *then* mark the pairs whose
    score is not above ``score_thr`` as empty (score 0). The valid pairs are exactly mmdet's:
-   the top-k of the pairs above a threshold are the pairs above it among the top-k;
+   the top-k of the pairs above a threshold are the pairs above it among the top-k. With
+   ``nms_pre <= 0`` (mmdet's default -1 when the key is absent) mmdet's
+   ``filter_scores_and_topk`` keeps ``min(nms_pre, n)`` of the ``n`` pairs above the
+   threshold, i.e. drops the last ``|nms_pre|`` of them (none kept for 0); so does this;
 2. decode those ``K = sum(k_l)`` candidates (``distance2bbox`` clipped to the canvas), score =
-   class score x centerness, boxes too small -> score 0;
+   class score x centerness, boxes too small -> score 0 (mmdet measures them after the
+   rescale to the original image: ``box_scale``);
 3. class-aware NMS with a fixed-size output, ``dets [B, max_per_img, 5]`` and
    ``labels [B, max_per_img]`` in the export contract's order (empty slots: score 0,
    label -1), through one of:
@@ -31,11 +35,14 @@ BACKENDS = ("onnx", "npu")
 
 
 def candidates(head, cls_scores, bbox_preds, centernesses, img_shape, nms_pre: int,
-               score_thr: float, min_bbox_size: float = 0.0):
+               score_thr: float, min_bbox_size: float = -1.0, box_scale=None):
     """All levels' top-k (point, class) candidates: ``boxes [B,K,4]``, ``scores [B,K]``, ``labels [B,K]``.
 
     ``img_shape``: ``(h, w)`` of the canvas the boxes are clipped to. A candidate that mmdet
-    would have dropped (score not above ``score_thr``, box too small) has score 0.
+    would have dropped (score not above ``score_thr``, beyond its ``nms_pre`` cut, box not
+    larger than ``min_bbox_size`` when that is >= 0) has score 0. ``box_scale``: ``[B, 2]``
+    (x, y) factors mmdet applies to the boxes before it measures them (``1 / scale_factor``
+    with ``rescale``), or None.
     """
     batch, num_classes = cls_scores[0].shape[0], head.cls_out_channels
     sizes = [c.shape[-2:] for c in cls_scores]
@@ -57,7 +64,17 @@ def candidates(head, cls_scores, bbox_preds, centernesses, img_shape, nms_pre: i
         y1 = (pts[..., 1] - dist[..., 1]).clamp(min=0, max=h)
         x2 = (pts[..., 0] + dist[..., 2]).clamp(min=0, max=w)
         y2 = (pts[..., 1] + dist[..., 3]).clamp(min=0, max=h)
-        valid = (top > score_thr) & (x2 - x1 > min_bbox_size) & (y2 - y1 > min_bbox_size)
+        valid = top > score_thr
+        if nms_pre <= 0:  # mmdet keeps scores[:min(nms_pre, n)] of the n valid pairs
+            rank = torch.arange(k, device=top.device)
+            keep = valid.sum(1, keepdim=True) + int(nms_pre) if nms_pre < 0 else 0
+            valid = valid & (rank < keep)
+        if min_bbox_size >= 0:
+            bw, bh = x2 - x1, y2 - y1
+            if box_scale is not None:  # as mmdet: the rescaled box's width and height
+                sx, sy = box_scale[:, :1], box_scale[:, 1:]
+                bw, bh = x2 * sx - x1 * sx, y2 * sy - y1 * sy
+            valid = valid & (bw > min_bbox_size) & (bh > min_bbox_size)
         score = top * ctr.gather(1, point)
         all_boxes.append(torch.stack([x1, y1, x2, y2], dim=-1))
         all_scores.append(torch.where(valid, score, torch.zeros_like(score)))
@@ -104,11 +121,14 @@ def fixed_nms(boxes, scores, labels, num_classes: int, iou_thr: float, max_per_i
     Input candidates with score 0 are empty. Output rows are in descending score order;
     empty slots have score 0, a zero box and label -1.
     """
-    if backend == "npu":
-        return _fixed_nms_npu(boxes, scores, labels, num_classes, iou_thr, max_per_img)
-    if backend != "onnx":
+    if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: use one of {BACKENDS}")
     batch, k = scores.shape
+    if k == 0:  # no candidate at all (empty feature maps): every slot is empty
+        return (boxes.new_zeros((batch, max_per_img, 5)),
+                torch.full((batch, max_per_img), -1, dtype=torch.int64, device=boxes.device))
+    if backend == "npu":
+        return _fixed_nms_npu(boxes, scores, labels, num_classes, iou_thr, max_per_img)
     table = scores.new_zeros((batch, num_classes, k)).scatter(1, labels[:, None, :], scores[:, None, :])
     selected = OnnxNMS.apply(boxes, table, int(max_per_img), float(iou_thr), 0.0)
     flat = (selected[:, 0] * num_classes + selected[:, 1]) * k + selected[:, 2]
@@ -144,10 +164,39 @@ def _fixed_nms_npu(boxes, scores, labels, num_classes: int, iou_thr: float, max_
 
 
 def static_detections(head, cls_scores, bbox_preds, centernesses, img_shape, test_cfg,
-                      backend: str = "onnx"):
-    """The whole static post-processing: ``(dets [B,M,5], labels [B,M])`` on the canvas."""
+                      backend: str = "onnx", box_scale=None):
+    """The whole static post-processing: ``(dets [B,M,5], labels [B,M])`` on the canvas.
+
+    ``test_cfg`` as mmdet reads it: ``nms_pre`` (default -1), ``score_thr`` (0),
+    ``min_bbox_size`` (-1: no filter), ``nms.iou_threshold`` and ``max_per_img`` (required);
+    :func:`supports` tells whether its NMS is the plain class-aware NMS done here.
+    """
     boxes, scores, labels = candidates(
         head, cls_scores, bbox_preds, centernesses, img_shape, int(test_cfg.get("nms_pre", -1)),
-        float(test_cfg.get("score_thr", 0.0)), float(test_cfg.get("min_bbox_size", -1)))
+        float(test_cfg.get("score_thr", 0.0)), float(test_cfg.get("min_bbox_size", -1)), box_scale)
     return fixed_nms(boxes, scores, labels, head.cls_out_channels,
                      float(test_cfg["nms"]["iou_threshold"]), int(test_cfg["max_per_img"]), backend)
+
+
+#: ``nms`` keys of a test_cfg whose default values the static NMS reproduces (mmcv's
+#: ``batched_nms``/``nms`` defaults; ``split_thr`` only batches the same per-class NMS).
+_NMS_DEFAULTS = {"type": "nms", "class_agnostic": False, "offset": 0, "score_threshold": 0,
+                 "max_num": -1}
+
+
+def supports(head, test_cfg) -> bool:
+    """Is mmdet's post-processing of ``head`` with ``test_cfg`` what :func:`static_detections`
+    computes? A sigmoid classifier, ``nms`` the plain class-aware NMS of mmcv (``type='nms'``,
+    an ``iou_threshold``, no ``class_agnostic``/``offset``/``score_threshold``/``max_num``) and
+    a ``max_per_img``. Otherwise (soft-NMS, class-agnostic NMS, ``nms=None``, the keys left
+    out that mmdet only needs once there are boxes) the caller runs mmdet's own code.
+    """
+    if not getattr(head, "use_sigmoid_cls", False) or \
+            getattr(getattr(head, "loss_cls", None), "custom_cls_channels", False):
+        return False
+    if test_cfg is None or "max_per_img" not in test_cfg or not test_cfg.get("nms"):
+        return False
+    nms = test_cfg["nms"]
+    if "iou_threshold" not in nms or set(nms) - {"iou_threshold", "split_thr", *_NMS_DEFAULTS}:
+        return False
+    return all(nms.get(key, default) == default for key, default in _NMS_DEFAULTS.items())

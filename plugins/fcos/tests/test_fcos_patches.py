@@ -188,3 +188,172 @@ def test_candidates_match_mmdet_filter_scores_and_topk():
         valid = top > thr
         assert torch.equal(top[valid], ref)
         assert torch.equal(idx[valid] // 3, ref_idx) and torch.equal(idx[valid] % 3, ref_labels)
+
+
+# -- the patch against mmdet's own predict_by_feat on its unit tests' inputs ----------------
+# mmdet's tests/test_models/test_dense_heads/test_fcos_head.py builds a bare FCOSHead
+# (num_classes=4, in_channels=1, feat_channels=1, stacked_convs=1, norm_cfg=None) with image
+# metas of a 256 x 256 image whose ``scale_factor`` is the int 1. Here the head's raw outputs
+# are drawn directly (spread logits, non-negative distances), so the post-processing has
+# thousands of candidates; each case runs mmdet's method and the patched one on the same
+# inputs and compares the whole result: type, fields, dtypes, shapes and values.
+S = 256
+BIG = 10 ** 6  # max_per_img that cuts nothing
+FULL_CFG = dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05,
+                nms=dict(type="nms", iou_threshold=0.5), max_per_img=100)
+
+
+def bare_head(test_cfg=None):
+    from mmdet.models.dense_heads import FCOSHead
+    from mmengine.config import ConfigDict
+
+    head = FCOSHead(num_classes=4, in_channels=1, feat_channels=1, stacked_convs=1, norm_cfg=None,
+                    test_cfg=ConfigDict(FULL_CFG if test_cfg is None else test_cfg))
+    return head.eval()
+
+
+def head_outputs(head, batch=1, size=S, seed=0, empty=False):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(0, 0) if empty else (-(-size // s[1]), -(-size // s[0]))
+              for s in head.prior_generator.strides]
+    cls = [torch.randn(batch, 4, h, w, generator=gen) * 2 - 1.5 for h, w in shapes]
+    reg = [torch.rand(batch, 4, h, w, generator=gen) * 48 for h, w in shapes]
+    ctr = [torch.randn(batch, 1, h, w, generator=gen) for h, w in shapes]
+    return cls, reg, ctr
+
+
+def metas(batch=1, size=S, scale_factor=1):
+    return [{"img_shape": (size, size, 3), "pad_shape": (size, size, 3),
+             "scale_factor": scale_factor} for _ in range(batch)]
+
+
+def both(head, *args, **kwargs):
+    """mmdet's ``predict_by_feat`` and the patched one on the same inputs."""
+    with torch.no_grad():
+        ref = head.predict_by_feat(*args, **kwargs)
+        with StaticPostprocessPatch(torch.device("cpu")):
+            got = head.predict_by_feat(*args, **kwargs)
+    return ref, got
+
+
+def assert_same_results(ref, got, atol=StaticPostprocessPatch.tolerance):
+    from mmengine.structures import InstanceData
+
+    assert type(got) is type(ref) is list and len(got) == len(ref)
+    for r, g in zip(ref, got):
+        assert isinstance(g, InstanceData) and isinstance(r, InstanceData)
+        assert sorted(g.keys()) == sorted(r.keys()) == ["bboxes", "labels", "scores"]
+        for key in r.keys():
+            assert g[key].dtype == r[key].dtype and g[key].shape == r[key].shape, key
+        torch.testing.assert_close(sorted_rows(g.bboxes, g.scores, g.labels),
+                                   sorted_rows(r.bboxes, r.scores, r.labels), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("test_cfg", [
+    FULL_CFG,
+    # only the keys mmdet needs on the NMS path: nms_pre -1 (mmdet then drops each level's
+    # last valid candidate), score_thr 0, no min_bbox_size filter
+    dict(nms=dict(type="nms", iou_threshold=0.5), max_per_img=BIG),
+    dict(FULL_CFG, nms_pre=-3, max_per_img=BIG),  # [:-3] of each level's valid candidates
+    dict(FULL_CFG, nms_pre=0),  # mmdet keeps nothing
+    dict(FULL_CFG, nms_pre=50, score_thr=0.3, min_bbox_size=24.0, max_per_img=7),
+    dict(FULL_CFG, nms=dict(type="nms", iou_threshold=0.5, split_thr=10)),
+], ids=["full", "nms_keys_only", "nms_pre_negative", "nms_pre_zero", "thresholds", "split_thr"])
+def test_patch_equals_mmdet_on_the_static_path(test_cfg):
+    head = bare_head(test_cfg)
+    cls, reg, ctr = head_outputs(head, batch=2)
+    ref, got = both(head, cls, reg, ctr, batch_img_metas=metas(2))
+    assert_same_results(ref, got)
+    if test_cfg.get("nms_pre", -1) != 0:
+        assert all(len(r) > 5 for r in ref), "the case needs detections"
+
+
+def test_patch_keeps_mmdets_nms_pre_default_quirk():
+    """Without ``nms_pre`` mmdet keeps ``scores[:-1]`` of each level: one box fewer a level."""
+    cfg = dict(nms=dict(type="nms", iou_threshold=1.0), max_per_img=BIG, score_thr=0.5)
+    head = bare_head(cfg)
+    args = (*head_outputs(head), )
+    ref, got = both(head, *args, batch_img_metas=metas())
+    cls = args[0]
+    above = sum(int((c.sigmoid() > 0.5).sum()) for c in cls)
+    assert len(ref[0]) == len(got[0]) == above - len(cls)  # iou 1.0: NMS keeps all
+    assert_same_results(ref, got)
+
+
+@pytest.mark.parametrize("test_cfg", [
+    dict(score_thr=1.0),  # nothing passes: mmdet never reads nms / max_per_img
+    dict(FULL_CFG, score_thr=1.0),
+    dict(FULL_CFG, nms=None),  # mmdet sorts without NMS
+    dict(FULL_CFG, nms=dict(type="soft_nms", iou_threshold=0.5, min_score=0.05), max_per_img=BIG),
+    dict(FULL_CFG, nms=dict(type="nms", iou_threshold=0.5, class_agnostic=True), max_per_img=BIG),
+    dict(FULL_CFG, nms=dict(type="nms", iou_threshold=0.5, score_threshold=0.2), max_per_img=BIG),
+], ids=["score_thr_only", "nothing_above", "nms_none", "soft_nms", "class_agnostic",
+        "nms_score_threshold"])
+def test_patch_equals_mmdet_off_the_static_path(test_cfg):
+    head = bare_head(test_cfg)
+    ref, got = both(head, *head_outputs(head), batch_img_metas=metas())
+    assert_same_results(ref, got)
+    assert (len(ref[0]) == 0) == (test_cfg.get("score_thr") == 1.0)
+
+
+def test_patch_takes_cfg_argument_over_test_cfg():
+    head = bare_head(dict(score_thr=1.0))  # the head's own cfg alone would give nothing
+    ref, got = both(head, *head_outputs(head), batch_img_metas=metas(),
+                    cfg=__import__("mmengine").config.ConfigDict(FULL_CFG))
+    assert len(ref[0]) > 5
+    assert_same_results(ref, got)
+
+
+def test_patch_rescale_measures_min_bbox_size_on_the_original_image():
+    """mmdet rescales first, then drops boxes not larger than ``min_bbox_size``."""
+    cfg = dict(FULL_CFG, min_bbox_size=12.0, max_per_img=BIG)
+    head = bare_head(cfg)
+    outs = head_outputs(head, batch=2)
+    image_metas = metas(2, scale_factor=(0.5, 0.25))
+    image_metas[1]["scale_factor"] = (2.0, 1.5)  # per image
+    ref, got = both(head, *outs, batch_img_metas=image_metas, rescale=True)
+    canvas, _ = both(head, *outs, batch_img_metas=image_metas, rescale=False)
+    assert len(ref[0]) != len(canvas[0]), "the case must depend on where boxes are measured"
+    assert_same_results(ref, got, atol=1e-4)  # boxes x4: float rounding scales too
+
+
+@pytest.mark.parametrize("kwargs", [dict(score_factors=None), dict(with_nms=False)],
+                         ids=["no_score_factors", "without_nms"])
+def test_patch_hands_other_calls_to_mmdet(kwargs):
+    head = bare_head()
+    cls, reg, ctr = head_outputs(head)
+    call = {"score_factors": ctr, "batch_img_metas": metas(), **kwargs}
+    ref, got = both(head, cls, reg, **call)
+    assert len(ref[0]) > 5
+    assert_same_results(ref, got)
+
+
+def test_patch_with_images_of_different_shapes():
+    head = bare_head()
+    image_metas = metas(2)
+    image_metas[1]["img_shape"] = (200, 256, 3)
+    ref, got = both(head, *head_outputs(head, batch=2), batch_img_metas=image_metas)
+    assert_same_results(ref, got)
+
+
+@pytest.mark.parametrize("batch,empty", [(0, False), (1, True), (2, True)],
+                         ids=["no_images", "empty_feature_maps", "empty_feature_maps_batch"])
+def test_patch_with_empty_inputs(batch, empty):
+    head = bare_head()
+    ref, got = both(head, *head_outputs(head, batch=batch, empty=empty),
+                    batch_img_metas=metas(batch))
+    assert_same_results(ref, got)
+    assert all(len(r) == 0 for r in ref)
+
+
+def test_patch_has_mmdets_signature():
+    import inspect
+
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    from mmdet.models.dense_heads.fcos_head import FCOSHead
+
+    with StaticPostprocessPatch(torch.device("cpu")):
+        patched = inspect.signature(FCOSHead.predict_by_feat)
+    upstream = inspect.signature(BaseDenseHead.predict_by_feat)
+    assert [(p.name, p.kind, p.default) for p in patched.parameters.values()] == \
+        [(p.name, p.kind, p.default) for p in upstream.parameters.values()]

@@ -137,3 +137,15 @@ def test_baseline_train_step_hook_is_mmengines_step():
     step = registry.hooks_for(spec).baseline_train_step(spec=spec, config=fcos_config(*SMALL),
                                                         model=model, optimizer=optimizer)
     assert step.__module__ == "detcore_mmdet.adapter" and getattr(step, "upstream", True)
+
+
+def test_mmdet2_fcos_head_keys_are_renamed_for_strict_loading():
+    """Early mmdet 2.x's ``fcos_cls``/``fcos_reg``/``fcos_centerness`` (mmdet renames them too)."""
+    src, dst = build_fcos(*SMALL, seed=1), build_fcos(*SMALL, seed=2)
+    old = {k.replace("bbox_head.conv_", "bbox_head.fcos_")
+           if k.startswith(("bbox_head.conv_cls", "bbox_head.conv_reg", "bbox_head.conv_centerness"))
+           else k: v for k, v in src.model.state_dict().items()}
+    assert "bbox_head.fcos_centerness.bias" in old
+    dst.load_state_dict(dst.convert_state_dict(old), strict=True)
+    for key, value in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[key], value), key

@@ -4,6 +4,8 @@ Not a detcore plugin (no ``detcore`` entry point): a library the plugins depend 
 
 * :data:`UPSTREAM`: the pins every mmdet-family model declares (``ModelSpec.upstream``);
 * :func:`compiled_ops_check`: the ``detcore doctor`` check of mmcv's compiled ops;
+* :data:`CHECKPOINT_GLOBALS`: what mmengine / mmcv checkpoints pickle besides tensors, for
+  ``ModelSpec.checkpoint_globals`` (:mod:`detcore_mmdet.checkpoint_compat`);
 * :mod:`detcore_mmdet.adapter`: mmdet 3.x models behind detcore's ``Detector`` contract,
   mmdet's shipped configs, backbone weights and ``baseline_train_step`` (mmengine's own
   ``train_step``);
@@ -20,6 +22,26 @@ __version__ = "0.1.0"
 UPSTREAM = ("mmdet==3.3.0", "mmcv==2.1.0", "mmengine==0.10.7")
 
 BUILD_MMCV = "plugins/mmdet/detcore_mmdet/build_mmcv.py"
+
+_COMPAT = "detcore_mmdet.checkpoint_compat"
+
+#: numpy dtypes whose classes a checkpoint may rebuild (``checkpoint_compat.dtype_<name>``).
+CHECKPOINT_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                     "uint64", "float16", "float32", "float64")
+
+#: ``ModelSpec.checkpoint_globals`` of every mmdet-family model: the harmless objects that
+#: mmengine checkpoints (mmdet 3.x ``tools/train.py``: ``message_hub`` with mmengine's
+#: ``HistoryBuffer`` and numpy arrays/scalars) and mmcv 1.x checkpoints pickle, whichever
+#: numpy wrote them; ``builtins.getattr`` only as a stand-in restricted to ``HistoryBuffer``'s
+#: statistics methods. See :mod:`detcore_mmdet.checkpoint_compat`.
+CHECKPOINT_GLOBALS = (
+    f"{_COMPAT}.HistoryBuffer",
+    f"{_COMPAT}.history_buffer_method",
+    f"{_COMPAT}.numpy_reconstruct", f"{_COMPAT}.numpy1_reconstruct",
+    f"{_COMPAT}.numpy_scalar", f"{_COMPAT}.numpy1_scalar",
+    "numpy.ndarray", "numpy.dtype",
+    *(f"{_COMPAT}.dtype_{name}" for name in CHECKPOINT_DTYPES),
+)
 
 
 def compiled_ops_check() -> tuple[bool, str]:

@@ -212,18 +212,38 @@ class MMDetDetector(Detector):
         results = self.model.predict(inputs, self.data_samples(images), rescale=False)
         return [to_detcore(r.pred_instances) for r in results]
 
+    #: Key prefixes of older upstream layouts -> mmdet 3.x's, ``(old, new)`` pairs tried in order
+    #: (first match wins) on mmdet-native keys: a plugin lists the renames its upstream made
+    #: (early mmdet 2.x's ``bbox_head.fcos_cls`` -> ``bbox_head.conv_cls``, ...).
+    legacy_key_prefixes: tuple[tuple[str, str], ...] = ()
+
     def convert_state_dict(self, state: dict) -> dict:
-        """An mmdet-native state dict (``backbone.*``, ``neck.*``, ``bbox_head.*``,
-        ``mask_head.*``: the wrapped detector's own children) -> this wrapper's ``model.*``
-        keys, plus the wrapper's normalisation buffers, which an mmdet checkpoint does not
-        carry (mmdet takes them from the config too). A detcore state dict is returned as it is.
+        """An mmdet-native state dict -> this wrapper's keys (core calls it before strict loading).
+
+        mmdet 3.x (mmengine) and mmdet 2.x (mmcv 1.x) checkpoints hold the detector's own
+        children (``backbone.*``, ``neck.*``, ``bbox_head.*``, ``mask_head.*``); keys of an
+        older layout are first renamed by :attr:`legacy_key_prefixes`. They become this
+        wrapper's ``model.*`` keys, plus the wrapper's normalisation buffers, which an mmdet
+        checkpoint does not carry (mmdet takes them from the config too). Anything that is
+        neither stays as it is, so strict loading names it. A detcore state dict is returned
+        as it is.
         """
+        if any(rename_prefix(k, self.legacy_key_prefixes) != k for k in state):
+            state = {rename_prefix(k, self.legacy_key_prefixes): v for k, v in state.items()}
         children = {name for name, _ in self.model.named_children()}
         if not any(k.split(".", 1)[0] in children for k in state):
             return state
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
         return {**own, **{(f"model.{k}" if k.split(".", 1)[0] in children else k): v
                           for k, v in state.items()}}
+
+
+def rename_prefix(key: str, renames) -> str:
+    """``key`` with the first matching ``(old, new)`` prefix of ``renames`` replaced."""
+    for old, new in renames:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
 
 
 def bitmap_masks(masks: torch.Tensor, h: int, w: int):

@@ -20,8 +20,25 @@ from . import static
 EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4, 152: 4}
 
 
+#: The reference port's layout (WXinlong/SOLO, on mmdet 1.x / mmcv 0.x): ``SOLOv2Head`` as
+#: ``bbox_head`` (``cate_convs``, ``solo_cate``, ``solo_kernel``) and ``MaskFeatHead`` as
+#: ``mask_feat_head`` (its 1x1 ``conv_pred`` inside an ``nn.Sequential``) -> mmdet's
+#: ``SOLOV2Head`` as ``mask_head`` with its ``mask_feature_head``. Same layers and shapes
+#: (``solo_cate`` has ``num_classes - 1`` outputs for 1.x's background-first class count,
+#: i.e. mmdet's ``num_classes``; the class order is the same). mmdet 2.x (2.25+) has 3.x's keys.
+SOLO_KEY_PREFIXES = (
+    ("bbox_head.cate_convs.", "mask_head.cls_convs."),
+    ("bbox_head.kernel_convs.", "mask_head.kernel_convs."),
+    ("bbox_head.solo_cate.", "mask_head.conv_cls."),
+    ("bbox_head.solo_kernel.", "mask_head.conv_kernel."),
+    ("mask_feat_head.conv_pred.0.", "mask_head.mask_feature_head.conv_pred."),
+    ("mask_feat_head.", "mask_head.mask_feature_head."),
+)
+
+
 class SOLOv2Detector(MMDetDetector):
     task_type = "segm"
+    legacy_key_prefixes = SOLO_KEY_PREFIXES
 
     def __init__(self, model, preprocessor, max_detections: int = 100):
         super().__init__(model, preprocessor, task_type="segm")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from detcore import hookimpl
 from detcore.spec import ModelSpec
-from detcore_mmdet import UPSTREAM, compiled_ops_check
+from detcore_mmdet import CHECKPOINT_GLOBALS, UPSTREAM, compiled_ops_check
 from detcore_mmdet.hooks import family_hooks
 
 DETCORE_API_VERSION = 1
@@ -33,5 +33,6 @@ def register_models():
 
     return [ModelSpec(name=name, task_type="segm", upstream=UPSTREAM, configs=configs_for(name),
                       default_config="smoke", description=description,
-                      needs={"mmcv compiled ops": compiled_ops_check})
+                      needs={"mmcv compiled ops": compiled_ops_check},
+                      checkpoint_globals=CHECKPOINT_GLOBALS)
             for name, description in MODELS.items()]

@@ -97,3 +97,21 @@ def patched(cfg, fn):
     finally:
         for p in reversed(applied):
             p.revert()
+
+
+def solo_layout(state: dict) -> dict:
+    """mmdet 3.x SOLOv2 keys -> the reference port's (WXinlong/SOLO on mmdet 1.x) layout."""
+    back = (("mask_head.cls_convs.", "bbox_head.cate_convs."),
+            ("mask_head.kernel_convs.", "bbox_head.kernel_convs."),
+            ("mask_head.conv_cls.", "bbox_head.solo_cate."),
+            ("mask_head.conv_kernel.", "bbox_head.solo_kernel."),
+            ("mask_head.mask_feature_head.conv_pred.", "mask_feat_head.conv_pred.0."),
+            ("mask_head.mask_feature_head.", "mask_feat_head."))
+    out = {}
+    for key, value in state.items():
+        for old, new in back:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out

@@ -203,3 +203,26 @@ def test_mmdet_native_checkpoint_keys_include_the_mask_head():
     assert any(k.startswith("mask_head.") for k in native)
     dst.load_state_dict(dst.convert_state_dict(native), strict=True)
     assert torch.equal(dst.model.mask_head.conv_kernel.weight, src.model.mask_head.conv_kernel.weight)
+
+
+def test_reference_solo_checkpoint_layout_loads_strictly(tmp_path):
+    """The reference port's keys (``bbox_head.solo_cate``, ``mask_feat_head.conv_pred.0``...) in
+    an mmcv checkpoint load through core's strict loader and give the same predictions."""
+    from detcore.checkpoint import load_checkpoint, load_model_weights
+    from detcore_mmdet.upstream import save_mmcv1
+
+    src = U.spread_scores(U.build(U.config(), seed=1)).eval()
+    legacy = U.solo_layout(src.model.state_dict())
+    assert "bbox_head.solo_cate.weight" in legacy and "mask_feat_head.conv_pred.0.conv.weight" in legacy
+    assert not any(k.startswith("mask_head.") for k in legacy)
+    path = save_mmcv1(legacy, tmp_path / "solov2_light.pth", ("a", "b", "c"),
+                      mmdet_version="1.0.0+unknown", mmcv_version="0.2.16")
+    dst = U.build(U.config(), seed=2).eval()
+    spec = __import__("detcore.plugins", fromlist=["Registry"]).Registry().get_model("solov2-light")
+    load_model_weights(dst, load_checkpoint(path, spec.checkpoint_globals), str(path),
+                       finetune=False)
+    with torch.no_grad():
+        ref, got = src(U.images(2)), dst(U.images(2))
+    assert sum(len(r["scores"]) for r in ref) > 0
+    for r, g in zip(ref, got):
+        assert torch.equal(r["scores"], g["scores"]) and torch.equal(r["masks"], g["masks"])

@@ -255,3 +255,224 @@ def test_fixed_matrix_nms_empty_result_matches_mmdet(cfg):
             got = model(U.images(1))[0]
     assert len(ref["scores"]) == len(got["scores"]) == 0
     assert ref["masks"].shape == got["masks"].shape == (0, *U.SIZE)
+
+
+# -- the patches against mmdet's own SOLOV2Head methods on its unit tests' inputs -----------
+# mmdet's tests/test_models/test_dense_heads/test_solov2_head.py builds a bare SOLOV2Head
+# (num_classes=4, in_channels=1, a 128 -> 256 channel mask feature head) on a 256 x 256 image
+# and checks empty and one-instance ground truth (loss) and an empty prediction with a
+# test_cfg of only score_thr and mask_thr. Each case here runs mmdet's method and the patched
+# one on the same inputs and compares the whole result: type, keys, dtypes, shapes, values.
+HEAD_SIZE = 256
+FULL_TEST_CFG = dict(nms_pre=500, score_thr=0.1, mask_thr=0.5, filter_thr=0.05, kernel="gaussian",
+                     sigma=2.0, max_per_img=100)
+
+
+def bare_head(dynamic_conv_size=1, test_cfg=None):
+    from mmdet.models.dense_heads import SOLOV2Head
+    from mmengine.config import ConfigDict
+
+    torch.manual_seed(0)
+    feature_head = ConfigDict(feat_channels=128, start_level=0, end_level=3, out_channels=256,
+                              mask_stride=4, norm_cfg=dict(type="GN", num_groups=32,
+                                                           requires_grad=True))
+    return SOLOV2Head(num_classes=4, in_channels=1, mask_feature_head=feature_head,
+                      dynamic_conv_size=dynamic_conv_size,
+                      test_cfg=ConfigDict(FULL_TEST_CFG if test_cfg is None else test_cfg))
+
+
+def image_meta(size=HEAD_SIZE):
+    return {"img_shape": (size, size, 3), "ori_shape": (size, size, 3), "scale_factor": 1,
+            "batch_input_shape": (size, size, 3)}
+
+
+def rand_bitmap_masks(boxes, size=HEAD_SIZE, seed=0):
+    """mmdet's test masks: random pixels (> 0.3) inside each box, float64 BitmapMasks."""
+    from mmdet.structures.mask import BitmapMasks
+
+    rng = np.random.RandomState(seed)
+    masks = np.zeros((len(boxes), size, size))
+    for i, box in enumerate(np.asarray(boxes, dtype=np.int32).reshape(-1, 4)):
+        masks[i, box[1]:box[3], box[0]:box[2]] = rng.rand(box[3] - box[1], box[2] - box[0]) > 0.3
+    return BitmapMasks(masks, height=size, width=size)
+
+
+def head_inputs(head, seed=0, candidates=150, low=0.11, high=0.9):
+    """One image's ``_predict_by_feat_single`` inputs: ``candidates`` (point, class) scores in
+    ``(low, high)``, all others 0; random kernels and mask features (64 x 64, stride 4)."""
+    gen = torch.Generator().manual_seed(seed)
+    points = sum(g * g for g in head.num_grids)
+    scores = torch.zeros(points * head.num_classes)
+    picked = torch.randperm(points * head.num_classes, generator=gen)[:candidates]
+    scores[picked] = low + (high - low) * torch.rand(candidates, generator=gen)
+    kernels = torch.randn(points, head.kernel_out_channels, generator=gen) * 0.5
+    mask_feats = torch.randn(1, head.kernel_out_channels // head.dynamic_conv_size ** 2,
+                             HEAD_SIZE // 4, HEAD_SIZE // 4, generator=gen)
+    return kernels, scores.reshape(points, head.num_classes), mask_feats
+
+
+def assert_same_instances(ref, got, tol=1e-5):
+    from mmengine.structures import InstanceData
+
+    assert isinstance(ref, InstanceData) and isinstance(got, InstanceData)
+    assert sorted(got.keys()) == sorted(ref.keys()) == ["bboxes", "labels", "masks", "scores"]
+    for key in ref.keys():
+        assert got[key].dtype == ref[key].dtype and got[key].shape == ref[key].shape, key
+    assert torch.allclose(got.scores, ref.scores, atol=tol, rtol=tol)
+    for key in ("labels", "masks", "bboxes"):
+        assert torch.equal(got[key], ref[key]), key
+
+
+def predict_both(head, *args, **kwargs):
+    from detcore_solov2.patches import FixedMatrixNmsPatch
+
+    with torch.no_grad():
+        ref = head._predict_by_feat_single(*args, **kwargs)
+        with FixedMatrixNmsPatch():
+            got = head._predict_by_feat_single(*args, **kwargs)
+    return ref, got
+
+
+from detcore_solov2 import static  # noqa: E402  (used by the helpers above)
+
+
+def test_fixed_matrix_nms_on_mmdets_empty_result_case():
+    """mmdet's test verbatim: no points at all and a test_cfg of only score_thr, mask_thr."""
+    from mmengine.config import ConfigDict
+
+    ref, got = predict_both(bare_head(), kernel_preds=torch.empty(0, 128),
+                            cls_scores=torch.empty(0, 80), mask_feats=torch.empty(0, 16, 16),
+                            img_meta=image_meta(), cfg=ConfigDict(score_thr=0.1, mask_thr=0.5))
+    assert len(ref) == len(got) == 0
+    assert_same_instances(ref, got)
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(score_thr=0.1, mask_thr=0.5),  # the keys mmdet reads before a score passes
+    dict(FULL_TEST_CFG, score_thr=1.0),  # nothing passes score_thr
+    dict(FULL_TEST_CFG, filter_thr=0.99),  # everything decays below filter_thr
+    dict(FULL_TEST_CFG, kernel="unknown", score_thr=1.0),  # mmdet never reaches the kernel
+], ids=["score_and_mask_thr_only", "nothing_above", "all_filtered", "unknown_kernel_unused"])
+def test_fixed_matrix_nms_empty_results_equal_mmdets(cfg):
+    """Each of mmdet's empty results, float labels and masks included."""
+    from mmengine.config import ConfigDict
+
+    head = bare_head()
+    high = 0.9 if cfg.get("filter_thr", 0) > 0.9 else 0.09  # else nothing passes score_thr
+    kernels, scores, mask_feats = head_inputs(head, low=0.01, high=high)
+    ref, got = predict_both(head, kernels, scores, mask_feats, image_meta(), cfg=ConfigDict(cfg))
+    assert len(ref) == len(got) == 0
+    assert ref.labels.dtype == torch.float32 and ref.masks.dtype == torch.float32
+    assert_same_instances(ref, got)
+
+
+def test_fixed_matrix_nms_masks_too_small_is_empty_like_mmdet():
+    """Scores pass but every mask is empty (kernels 0: sigmoid 0.5, not above mask_thr)."""
+    head = bare_head()
+    kernels, scores, mask_feats = head_inputs(head)
+    ref, got = predict_both(head, torch.zeros_like(kernels), scores, mask_feats, image_meta())
+    assert len(ref) == len(got) == 0
+    assert_same_instances(ref, got)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "linear"])
+def test_fixed_matrix_nms_detections_equal_mmdets(kernel):
+    head = bare_head()
+    kernels, scores, mask_feats = head_inputs(head, seed=1)
+    assert int((scores > 0.1).sum()) <= FULL_TEST_CFG["nms_pre"]  # the documented condition
+    from mmengine.config import ConfigDict
+
+    ref, got = predict_both(head, kernels, scores, mask_feats, image_meta(),
+                            cfg=ConfigDict(FULL_TEST_CFG, kernel=kernel))
+    assert len(ref) > 3, "the case needs detections"
+    assert_same_instances(ref, got)
+
+
+def test_fixed_matrix_nms_hands_dynamic_conv_size_2_to_mmdet():
+    head = bare_head(dynamic_conv_size=2)
+    kernels, scores, mask_feats = head_inputs(head)
+    ref, got = predict_both(head, kernels, scores, mask_feats, image_meta())
+    assert len(ref) > 0
+    assert_same_instances(ref, got)
+
+
+def _loss_both(head, mask_outs, gt_instances, patch_kwargs=None, **kwargs):
+    from detcore_solov2.patches import StaticTargetsPatch
+
+    ref = head.loss_by_feat(*mask_outs, batch_gt_instances=gt_instances,
+                            batch_img_metas=[image_meta()] * len(gt_instances), **kwargs)
+    with StaticTargetsPatch(**(patch_kwargs or {"max_instances": 8, "max_positives": 256})):
+        got = head.loss_by_feat(*mask_outs, batch_gt_instances=gt_instances,
+                                batch_img_metas=[image_meta()] * len(gt_instances), **kwargs)
+    assert type(got) is type(ref) is dict and got.keys() == ref.keys() == {"loss_mask", "loss_cls"}
+    for key in ref:
+        assert got[key].shape == ref[key].shape == () and got[key].dtype == ref[key].dtype, key
+        assert torch.allclose(got[key], ref[key], atol=1e-5, rtol=1e-5), (key, got[key], ref[key])
+    return ref
+
+
+def _mask_outs(head, batch=1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    feats = tuple(torch.rand(batch, 1, HEAD_SIZE // 2 ** (i + 2), HEAD_SIZE // 2 ** (i + 2),
+                             generator=gen) for i in range(len(head.strides)))
+    return head.forward(feats)
+
+
+def _gt(boxes, labels, masks=None):
+    from mmengine.structures import InstanceData
+
+    gt = InstanceData()
+    gt.bboxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    gt.labels = torch.tensor(labels, dtype=torch.int64)
+    gt.masks = rand_bitmap_masks(boxes) if masks is None else masks
+    return gt
+
+
+def test_static_targets_on_mmdets_loss_cases():
+    """mmdet's test: empty ground truth (mask loss 0, class loss > 0), then one instance."""
+    head = bare_head()
+    outs = _mask_outs(head)
+    empty = _loss_both(head, outs, [_gt([], [])])
+    assert float(empty["loss_mask"]) == 0 and float(empty["loss_cls"]) > 0
+    one = _loss_both(head, outs, [_gt([[23.6667, 23.8757, 238.6326, 151.8874]], [2])])
+    assert float(one["loss_mask"]) > 0 and float(one["loss_cls"]) > 0
+
+
+def test_static_targets_with_instances_no_level_takes():
+    """An empty mask (mmdet skips it), a box below every scale range, kwargs passed through."""
+    head = bare_head()
+    outs = _mask_outs(head, batch=2, seed=1)
+    boxes = [[10, 10, 12, 12], [40, 40, 120, 100], [30, 150, 200, 250]]
+    masks = rand_bitmap_masks(boxes, seed=1)
+    masks.masks[1] = 0  # a box whose mask is empty
+    losses = _loss_both(head, outs, [_gt(boxes, [0, 1, 3], masks), _gt([[5, 5, 7, 6]], [2])],
+                        positive_infos=None)
+    assert float(losses["loss_mask"]) > 0
+
+
+def test_static_targets_with_polygon_masks():
+    """mmdet's head takes PolygonMasks too (``to_tensor``); so does the patch."""
+    from mmdet.structures.mask import PolygonMasks
+
+    head = bare_head()
+    polygons = [[np.array([30, 30, 200, 40, 150, 180, 40, 160], dtype=np.float64)],
+                [np.array([100, 120, 240, 130, 230, 250, 110, 240], dtype=np.float64)]]
+    gt = _gt([[30, 30, 200, 180], [100, 120, 240, 250]], [1, 3],
+             PolygonMasks(polygons, HEAD_SIZE, HEAD_SIZE))
+    losses = _loss_both(head, _mask_outs(head, seed=2), [gt])
+    assert float(losses["loss_mask"]) > 0
+
+
+@pytest.mark.parametrize("method", ["loss_by_feat", "_predict_by_feat_single"])
+def test_patches_have_mmdets_signatures(cfg, method):
+    import inspect
+
+    from mmdet.models.dense_heads.solov2_head import SOLOV2Head
+
+    def params(fn):  # the first parameter is the head (``self``), whatever its name
+        return [(p.name, p.kind, p.default) for p in
+                list(inspect.signature(fn).parameters.values())[1:]]
+
+    upstream = params(getattr(SOLOV2Head, method))
+    patched = U.patched(cfg, lambda: params(getattr(SOLOV2Head, method)))
+    assert patched == upstream

@@ -5,33 +5,45 @@ from detcore.patching import Patch, is_npu, require_torch_npu
 
 
 def make_predict_by_feat(backend: str, original):
-    """A ``predict_by_feat`` for ``FCOSHead`` running :func:`detcore_fcos.postprocess.static_detections`."""
+    """A ``predict_by_feat`` for ``FCOSHead`` running :func:`detcore_fcos.postprocess.static_detections`.
+
+    Same signature, inputs and results as mmdet's ``BaseDenseHead.predict_by_feat``
+    (``original``), which it hands every call the static path does not reproduce: no
+    ``score_factors``, ``with_nms=False``, images of different shapes, an empty batch, and
+    test configs :func:`~detcore_fcos.postprocess.supports` rejects (soft or class-agnostic
+    NMS, ``nms=None``, the ``nms``/``max_per_img`` keys left out: mmdet needs them only
+    once a box passes the threshold). Those checks read shapes and the config, never data.
+    """
 
     def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_metas=None,
                         cfg=None, rescale=False, with_nms=True):
         from mmengine.structures import InstanceData
 
-        from ..postprocess import static_detections
+        from ..postprocess import static_detections, supports
 
         shapes = {tuple(m["img_shape"][:2]) for m in batch_img_metas}
-        if score_factors is None or not with_nms or len(shapes) != 1:
-            # not FCOS inference as detcore runs it (aug-test without NMS, ragged batches)
+        test_cfg = self.test_cfg if cfg is None else cfg
+        if score_factors is None or not with_nms or len(shapes) != 1 or \
+                not supports(self, test_cfg):
+            # not FCOS inference as detcore runs it: mmdet's own code, unchanged
             return original(self, cls_scores, bbox_preds, score_factors, batch_img_metas, cfg,
                             rescale, with_nms)
-        cfg = self.test_cfg if cfg is None else cfg
+        box_scale = None
+        if rescale:  # mmdet measures (min_bbox_size) and returns boxes x 1/scale_factor
+            box_scale = cls_scores[0].new_tensor(
+                [[1 / s for s in meta["scale_factor"][:2]] for meta in batch_img_metas])
         dets, labels = static_detections(self, [c.detach() for c in cls_scores],
                                          [b.detach() for b in bbox_preds],
-                                         [s.detach() for s in score_factors], shapes.pop(), cfg,
-                                         backend)
+                                         [s.detach() for s in score_factors], shapes.pop(),
+                                         test_cfg, backend, box_scale)
         results = []
-        for i, meta in enumerate(batch_img_metas):
+        for i in range(len(batch_img_metas)):
             # The device work above is fixed-shape; only the final [max_per_img] rows of each
             # image are trimmed to the detections found, as mmdet's callers expect.
             keep = labels[i] >= 0
             boxes = dets[i, keep, :4]
-            if rescale:
-                sx, sy = meta["scale_factor"][:2]
-                boxes = boxes / boxes.new_tensor([sx, sy, sx, sy])
+            if box_scale is not None:  # mmdet's scale_boxes: x (1/sx, 1/sy, 1/sx, 1/sy)
+                boxes = boxes * box_scale[i].repeat(2)
             results.append(InstanceData(bboxes=boxes, scores=dets[i, keep, 4], labels=labels[i, keep]))
         return results
 
@@ -57,6 +69,12 @@ class StaticPostprocessPatch(Patch):
     ``torch_npu.npu_batch_nms`` on an NPU, or the ONNX-exportable torchvision-based version
     elsewhere (the same code ``export_forward`` exports). Only the final ``[max_per_img]`` rows
     are trimmed to the detections found when results are handed back.
+
+    Every input mmdet's method takes is taken, with the same results (type and values):
+    mmdet's ``nms_pre`` semantics (``-1``, the default, drops the last valid candidate of a
+    level, as mmdet's ``filter_scores_and_topk`` does), ``min_bbox_size`` measured after the
+    rescale, ``rescale`` as ``scale_boxes``; configurations the static path does not cover
+    run mmdet's own code (see :func:`make_predict_by_feat`).
 
     Tolerance: 1e-5 on CPU (the same candidates, decode and scores as mmdet; NMS per class
     instead of mmcv's coordinate-offset trick, which can only differ for boxes whose IoU is

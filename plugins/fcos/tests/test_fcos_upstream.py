@@ -1,0 +1,153 @@
+"""Proven against upstream (slow lane): checkpoints mmdet's own code writes load through the
+CLI and give the in-memory model's detections, and detcore's evaluation equals mmdet's.
+
+One real mmengine ``Runner`` (as mmdet 3.x ``tools/train.py`` runs it) trains FCOS for two
+iterations on the synthetic set core writes and saves ``iter_2.pth`` with its
+``CheckpointHook``; the model it trained, behind detcore's ``FCOSDetector``, is the in-memory
+reference. Its weights are also written in early mmdet 2.x's layout (``fcos_cls``...) inside mmcv
+1.x's checkpoint, and published (``meta`` + ``state_dict``) for mmdet's own evaluation.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fcos_testlib import SMALL, fcos_config
+
+from detcore.testing.cli import run_task
+
+pytestmark = pytest.mark.slow
+
+SETS = [arg for s in SMALL for arg in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from detcore.data.synthetic import SynthSpec, write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("fcos-upstream") / "synth",
+                           SynthSpec(num_train=8, num_val=8, min_size=96, max_size=160))
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory, synth):
+    """``(iter_2.pth, the trained model as an FCOSDetector, its predictions, model config)``."""
+    from detcore_fcos.model import FCOSDetector, mmdet_model_config
+    from detcore_mmdet.upstream import full_model_config, train_checkpoint
+
+    config = fcos_config(*SMALL)
+    model_cfg, preprocessor = mmdet_model_config(config, 3)
+    model_cfg = full_model_config(model_cfg, preprocessor)
+
+    def spread_scores(runner):  # off the 0.01 prior: detections to compare
+        bias = runner.model.bbox_head.conv_cls.bias
+        with torch.no_grad():
+            bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(0)) * 1.5)
+
+    torch.manual_seed(0)
+    ckpt, runner = train_checkpoint(model_cfg, synth, tmp_path_factory.mktemp("runner"),
+                                    config["data"]["input_size"], iters=2,
+                                    before_train=spread_scores)
+    detector = FCOSDetector(runner.model, preprocessor).eval()
+    return ckpt, detector, predictions(detector, synth, config), model_cfg, config
+
+
+def predictions(model, root, config) -> list[dict]:
+    """The in-memory model's COCO results on ``root``'s val split, as core's eval makes them."""
+    from detcore.data.coco import CocoDetection
+    from detcore.evaluate import predict_dataset
+    from detcore.train.loader import eval_loader
+
+    dataset = CocoDetection(root, "val", config["data"]["input_size"],
+                            masks=model.task_type == "segm")
+    loader = eval_loader(dataset, int(config["eval"]["batch_size"]), 0, 0, 1)
+    return sorted(predict_dataset(model, loader, torch.device("cpu")), key=_order)
+
+
+def _order(r):
+    return r["image_id"], -r["score"], r["category_id"], r["bbox"]
+
+
+def cli_eval(work: Path, weights, root) -> tuple[dict, list[dict]]:
+    result = run_task("fcos", "eval", work, "--weights", weights, "--data", root, *SETS)
+    got = json.loads(Path(result["artifacts"]["predictions"]).read_text())
+    return result, sorted(got, key=_order)
+
+
+def assert_same_predictions(got: list[dict], expected: list[dict]):
+    assert len(expected) > 20, "the comparison needs detections"
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert (g["image_id"], g["category_id"]) == (e["image_id"], e["category_id"])
+        assert g["score"] == pytest.approx(e["score"], abs=2e-5)
+        assert g["bbox"] == pytest.approx(e["bbox"], abs=0.011)
+
+
+@pytest.fixture(scope="module")
+def runner_eval(upstream, synth, tmp_path_factory):
+    ckpt = upstream[0]
+    return cli_eval(tmp_path_factory.mktemp("eval-runner"), ckpt, synth)
+
+
+def test_runner_checkpoint_evaluates_through_the_cli(upstream, runner_eval):
+    from detcore.checkpoint import load_checkpoint
+    from detcore_mmdet import CHECKPOINT_GLOBALS
+
+    ckpt, _, expected, _, _ = upstream
+    saved = load_checkpoint(ckpt, CHECKPOINT_GLOBALS)
+    assert {"meta", "state_dict", "message_hub", "optimizer", "param_schedulers"} <= set(saved)
+    assert saved["meta"]["iter"] == 2 and "HistoryBuffer" in type(
+        saved["message_hub"]["log_scalars"]["train/loss"]).__name__
+    result, got = runner_eval
+    assert result["artifacts"]["weights"] == str(ckpt)
+    assert_same_predictions(got, expected)
+
+
+def test_mmdet2_checkpoint_evaluates_through_the_cli(upstream, synth, tmp_path):
+    """Early mmdet 2.x FCOSHead keys (``fcos_cls``/``fcos_reg``/``fcos_centerness``, which
+    mmdet itself still renames on load) in mmcv 1.x's checkpoint layout."""
+    from detcore_mmdet.upstream import coco_classes, save_mmcv1
+
+    _, detector, expected, _, _ = upstream
+    renames = {"conv_cls": "fcos_cls", "conv_reg": "fcos_reg", "conv_centerness": "fcos_centerness"}
+    state = {}
+    for key, value in detector.model.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "bbox_head" and parts[1] in renames:
+            parts[1] = renames[parts[1]]
+        state[".".join(parts)] = value
+    assert "bbox_head.fcos_centerness.weight" in state and "bbox_head.conv_cls.bias" not in state
+    optimizer = torch.optim.SGD(detector.model.parameters(), lr=0.01, momentum=0.9).state_dict()
+    path = save_mmcv1(state, tmp_path / "fcos_mmdet2.pth",
+                      coco_classes(synth), mmdet_version="2.0.0", mmcv_version="0.5.1",
+                      optimizer=optimizer)
+    _, got = cli_eval(tmp_path / "eval", path, synth)
+    assert_same_predictions(got, expected)
+
+
+def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path):
+    """mmdet's ``Runner.test()`` + ``CocoMetric`` on the same weights and images, detcore's
+    letterbox input through mmdet's own transforms: the same detections; mapped back to the
+    images as core maps boxes (one letterbox scale, clipped), mmdet's detection file is
+    detcore's, and its metrics are detcore's; mmdet's own figure within 0.002 bbox mAP."""
+    from pycocotools.coco import COCO
+
+    from detcore.evaluate import coco_metrics
+    from detcore_mmdet.upstream import (as_core_maps_back, coco_classes, evaluate, mmdet_meta,
+                                        save_published)
+
+    _, detector, _, model_cfg, config = upstream
+    result, ours = runner_eval
+    published = save_published(detector.model.state_dict(), tmp_path / "published.pth",
+                               mmdet_meta(coco_classes(synth)))
+    theirs = evaluate(model_cfg, published, synth, config["data"]["input_size"],
+                      policy="letterbox", work_dir=tmp_path / "mmdet")
+    assert abs(result["metrics"]["bbox_mAP"] - theirs["bbox_mAP"]) <= 0.002, (result, theirs)
+    ann_file = Path(synth) / "annotations" / "instances_val2017.json"
+    mapped = as_core_maps_back(json.loads(Path(theirs["results"]["bbox"]).read_text()), ann_file,
+                               config["data"]["input_size"])
+    assert_same_predictions(ours, sorted(mapped, key=_order))
+    assert coco_metrics(COCO(str(ann_file)), mapped, ("bbox",)) == {
+        k: v for k, v in result["metrics"].items() if k.startswith("bbox_")}
