@@ -138,7 +138,7 @@ def doctor(as_json):
 
 @main.command()
 @click.option("--models", help="Comma-separated models (default: every installed model's first variant).")
-@click.option("--quick", is_flag=True, help="Fewer steps and batch sizes (CI: under 2 minutes).")
+@click.option("--quick", is_flag=True, help="Fewer steps and batch sizes (the CI size: about 5 minutes on 2 cores).")
 @click.option("--device", default="cpu", type=click.Choice([d for d in CHOICES["device"] if d != "auto"]),
               help="cuda runs the coco configs with AMP, next to the reference figures.")
 @click.option("--out", default="work_dirs/bench", show_default=True, type=click.Path())
