@@ -43,14 +43,20 @@ def export_model(ctx, model, path: Path, fmt: str) -> dict:
     return {"artifacts": artifacts, "metrics": metrics}
 
 
+def agrees(info: dict, tolerance: float) -> bool:
+    """Do onnxruntime and PyTorch agree (:func:`check_parity`'s ``info``): every matched output
+    within ``tolerance`` and no detection scoring at least :data:`SCORE_FLOOR` lost."""
+    return (max(info["parity_max_abs_diff"].values(), default=0.0) <= tolerance
+            and not info["parity_unmatched_above_floor"])
+
+
 def verify(path: Path, info: dict, tolerance: float) -> None:
-    """Fail the export when onnxruntime and PyTorch disagree: a matched output beyond
-    ``tolerance``, or a detection scoring at least :data:`SCORE_FLOOR` with no counterpart.
-    The file is kept beside, as ``NAME.onnx.unverified``, for inspection."""
+    """Fail the export unless :func:`agrees`; the file is kept beside, as
+    ``NAME.onnx.unverified``, for inspection."""
+    if agrees(info, tolerance):
+        return
     worst = max(info["parity_max_abs_diff"].values(), default=0.0)
     lost = info["parity_unmatched_above_floor"]
-    if worst <= tolerance and not lost:
-        return
     kept = path.with_name(path.name + ".unverified")
     path.replace(kept)
     raise UserError(f"export check failed: onnxruntime and PyTorch disagree on the check images "
@@ -96,8 +102,9 @@ def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dyna
     h, w = (int(v) for v in input_size)
     dummy = sample if sample is not None else torch.rand(batch_size, 3, h, w)
     names = list(model.export_output_names)
-    with torch.inference_mode():
-        check_contract(model, dummy, model.export_forward(dummy))
+    with torch.inference_mode():  # PyTorch's outputs, once: checked, then the reference
+        ref = model.export_forward(dummy)
+    check_contract(model, dummy, ref)
     axes = {n: {0: "batch"} for n in ["input", *names]} if dynamic_batch else None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.partial")
@@ -114,14 +121,14 @@ def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dyna
                 raise UserError(f"ONNX export failed with opset {opset}: {first}; try "
                                 f"--set export.opset=17") from None
             raise
-    _declare_output_shapes(tmp, model, dummy, dynamic_batch)
+    _declare_output_shapes(tmp, ref, dynamic_batch)
     tmp.replace(path)
-    parity = check_parity(model, path, dummy)
+    parity = check_parity(names, path, dummy, ref)
     return {"onnx": str(path), "inputs": {"input": [None if dynamic_batch else batch_size, 3, h, w]},
             "outputs": names, **parity}
 
 
-def _declare_output_shapes(path: Path, model, images: torch.Tensor, dynamic_batch: bool) -> None:
+def _declare_output_shapes(path: Path, ref, dynamic_batch: bool) -> None:
     """Write the fixed output shapes into the graph (the tracer leaves topk's dims symbolic).
 
     Consumers such as ``atc`` and the offline-inference contract (``labels [B,100]``,
@@ -129,9 +136,6 @@ def _declare_output_shapes(path: Path, model, images: torch.Tensor, dynamic_batc
     """
     import onnx
 
-    with torch.inference_mode():
-        ref = model.export_forward(images)
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
     graph = onnx.load(str(path))
     for output, tensor in zip(graph.graph.output, ref):
         dims = output.type.tensor_type.shape.dim
@@ -154,8 +158,9 @@ MATCH_TOLERANCE = 1.0
 SCORE_FLOOR = 0.05
 
 
-def check_parity(model, path: Path, images: torch.Tensor) -> dict:
-    """Run both on ``images``; report the largest abs difference per output over matched detections.
+def check_parity(names, path: Path, images: torch.Tensor, ref) -> dict:
+    """Run the ONNX file on ``images``; against PyTorch's outputs ``ref`` (named ``names``), report
+    the largest abs difference per output over matched detections.
 
     Detections are matched one to one (same label, nearest box and score) before comparing, so
     two equally scored detections listed in another order are not counted as a difference;
@@ -165,13 +170,9 @@ def check_parity(model, path: Path, images: torch.Tensor) -> dict:
     """
     import onnxruntime as ort
 
-    model.eval()
-    with torch.inference_mode():
-        ref = model.export_forward(images)
-    ref = [r.detach().float().numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
+    ref = [r.detach().float().numpy() for r in ref]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = [g.astype(np.float32) for g in sess.run(None, {"input": images.numpy()})]
-    names = list(model.export_output_names)
     for name, r, g in zip(names, ref, got):
         if r.shape != g.shape:
             raise UserError(f"exported output {name} has shape {g.shape}, PyTorch gives {r.shape}")

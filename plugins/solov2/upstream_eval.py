@@ -1,16 +1,9 @@
 #!/usr/bin/env python
-"""SOLOv2: detcore ``--task eval`` next to mmdet's own evaluation of the same weights (CPU).
+"""SOLOv2: detcore ``--task eval`` next to mmdet's own evaluation (mmengine's ``Runner.test()``
+with mmdet's test pipeline and ``CocoMetric``) of the same weights on the same images, on CPU.
+How it runs: :func:`detcore_mmdet.upstream.main`; the resize policies: :mod:`detcore_mmdet.upstream`.
 
-One checkpoint (``--weights``, or a short detcore training run on the synthetic set) and one
-COCO root (``--data``, or the synthetic set ``detcore data synth`` writes) are evaluated by
-``detcore run --model MODEL --task eval`` and by mmdet itself: mmengine's ``Runner.test()`` with
-mmdet's test pipeline and ``CocoMetric``, under two resize policies (``letterbox``: detcore's
-input through mmdet's own transforms; ``mmdet``: mmdet's shipped test pipeline at the same
-input size). See ``detcore_mmdet.upstream`` for what each policy does. Prints the markdown
-table of the README and writes ``WORK/upstream_eval.json``.
-
-    python plugins/solov2/upstream_eval.py [--model MODEL] [--weights CKPT] [--data COCO_ROOT]
-                                       [--config NAME] [--set KEY=VALUE ...] [--train-epochs N]
+    python plugins/solov2/upstream_eval.py [--help]
 """
 from __future__ import annotations
 

@@ -137,15 +137,14 @@ def formats(ctx, model, data) -> list[dict]:
     """Each deployment format's accuracy on the same images, through the same decoding and
     COCO scoring as ``--task infer``: status, file size, mAP, its difference from eager, ms/image."""
     from ..evaluate import coco_metrics
-    from ..export import SCORE_FLOOR, export_onnx
+    from ..export import SCORE_FLOOR, agrees, export_onnx
     from ..infer import OnnxRuntimeEngine, run_offline
 
     iou_types = ("bbox", "segm") if ctx.spec.task_type == "segm" else ("bbox",)
     path = ctx.work_dir / "bench_formats.onnx"
     first = data[0][0][None].float() / 255
     info = export_onnx(model, path, data.input_size, 1, 17, False, sample=first)
-    verified = (max(info["parity_max_abs_diff"].values()) <= model.export_tolerance
-                and not info["parity_unmatched_above_floor"])
+    verified = agrees(info, float(model.export_tolerance))
     rows = []
     for fmt, engine, status in (
             ("pytorch eager", _Eager(model, data.input_size), "reference"),

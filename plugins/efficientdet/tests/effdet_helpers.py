@@ -82,3 +82,49 @@ def stable_slots(ref_dets, ref_labels, got_dets, got_labels, min_score: float = 
     return {"compared": compared,
             "max_abs_diff": float(np.abs(rd - gd)[mask].max()) if compared else 0.0,
             "label_mismatches": int((rl != gl)[mask].sum())}
+
+
+#: Momentum SGD as the ``coco`` config builds it, for the fused-SGD patch tests.
+SGD_CONFIG = {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 4e-5,
+                            "scale_lr_by_world_size": True, "base_world_size": 1}}
+
+
+def sgd_steps(model, data, patch=None, steps: int = 2):
+    """A copy of ``model`` after ``steps`` SGD steps with the plugin's ``build_optimizer`` (under
+    ``patch``, applied and reverted around it, if given): ``(trained copy, optimizer)``."""
+    import copy
+
+    from detcore_efficientdet import optim
+
+    x, t = data
+    net = copy.deepcopy(model).train()
+    if patch is not None:
+        patch.apply()
+    try:
+        opt = optim.build_optimizer(SGD_CONFIG, net, 1)
+        for step in range(steps):
+            torch.manual_seed(step)  # drop-path draws
+            loss = sum(net(x, t).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        if patch is not None:
+            patch.revert()
+    return net, opt
+
+
+def outputs(model, x, t):
+    """Head outputs, losses and detections of ``model`` (eval-mode BN, fixed seed)."""
+    from detcore_efficientdet.model import effdet_targets
+
+    model.eval()
+    with torch.no_grad():
+        cls_out, box_out = model.raw_outputs(x)
+        losses = model.losses(cls_out, box_out, *effdet_targets(t, model.max_targets, x.device))
+        dets = model.detect(cls_out, box_out)
+    return list(cls_out) + list(box_out), losses, dets
+
+
+def max_diff(a, b) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))

@@ -1,14 +1,13 @@
 """Each vendored patch: equivalent to the code it replaces (within its tolerance) and reversible."""
 from __future__ import annotations
 
-import copy
 import importlib
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from effdet_helpers import images, stable_slots, targets
+from effdet_helpers import images, max_diff, outputs, sgd_steps, stable_slots, targets
 
 from detcore.errors import MissingDependency
 from detcore.patching import Patch
@@ -17,20 +16,6 @@ from detcore_efficientdet.patches import (PATCHES, FixedSizeNmsPatch, FpnCombine
                                           FusedSgdPatch, OneHotPatch, StaticSamePadPatch, apply_all)
 
 CPU = torch.device("cpu")
-
-
-def outputs(model, x, t):
-    """Head outputs, losses and detections of ``model`` (eval-mode BN, fixed seed)."""
-    model.eval()
-    with torch.no_grad():
-        cls_out, box_out = model.raw_outputs(x)
-        losses = model.losses(cls_out, box_out, *effdet_targets(t, model.max_targets, x.device))
-        dets = model.detect(cls_out, box_out)
-    return list(cls_out) + list(box_out), losses, dets
-
-
-def max_diff(a, b) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
 def originals(patch: Patch) -> list:
@@ -130,30 +115,8 @@ def test_fixed_nms_matches_effdet_with_image_scale(model):
 
 
 def test_fused_sgd_matches_torch_sgd(model, data):
-    from detcore_efficientdet import optim
-
-    cfg = {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 4e-5,
-                         "scale_lr_by_world_size": True, "base_world_size": 1}}
-    x, t = data
-
-    def train(patched: bool):
-        net = copy.deepcopy(model).train()
-        patch = FusedSgdPatch(CPU).apply() if patched else None
-        try:
-            opt = optim.build_optimizer(cfg, net, 1)
-            for step in range(2):
-                torch.manual_seed(step)  # drop-path draws
-                loss = sum(net(x, t).values())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        finally:
-            if patch:
-                patch.revert()
-        return net, opt
-
-    ref, ref_opt = train(False)
-    got, got_opt = train(True)
+    ref, ref_opt = sgd_steps(model, data)
+    got, got_opt = sgd_steps(model, data, FusedSgdPatch(CPU))
     assert not ref_opt.defaults.get("fused")
     assert got_opt.defaults.get("fused") is True  # torch has a fused CPU SGD kernel
     diff = max(float((a - b).detach().abs().max()) for a, b in zip(ref.parameters(), got.parameters()))

@@ -12,29 +12,15 @@ import copy
 import numpy as np
 import pytest
 import torch
-from effdet_helpers import images, targets
+from effdet_helpers import images, max_diff, outputs, sgd_steps, targets
 
 from detcore.testing.npu_sim import npu_device, simulated_npu  # noqa: F401 (a fixture)
-from detcore_efficientdet.model import effdet_targets
 from detcore_efficientdet.patches import (PATCHES, FixedSizeNmsPatch, FpnCombineStackPatch,
                                           FusedSgdPatch, OneHotPatch, StaticSamePadPatch,
                                           apply_all)
 
 CPU = torch.device("cpu")
 NPU = npu_device()
-
-
-def outputs(model, x, t):
-    model.eval()
-    with torch.no_grad():
-        cls_out, box_out = model.raw_outputs(x)
-        losses = model.losses(cls_out, box_out, *effdet_targets(t, model.max_targets, x.device))
-        dets = model.detect(cls_out, box_out)
-    return list(cls_out) + list(box_out), losses, dets
-
-
-def max_diff(a, b) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
 def sorted_rows(dets: torch.Tensor) -> np.ndarray:
@@ -133,30 +119,8 @@ def test_fixed_nms_npu_soft_nms_runs_effdets_own(model, simulated_npu):
 def test_fused_sgd_npu_trains_like_torch_sgd(model, data, simulated_npu):
     """The patched ``build_optimizer`` hook builds NpuFusedSGD on NPU; core's step pattern
     (``zero_grad()`` without set_to_none, backward, step) trains as torch's SGD does."""
-    from detcore_efficientdet import optim
-
-    cfg = {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 4e-5,
-                         "scale_lr_by_world_size": True, "base_world_size": 1}}
-    x, t = data
-
-    def train(device):
-        net = copy.deepcopy(model).train()
-        patch = FusedSgdPatch(device).apply() if device is not None else None
-        try:
-            opt = optim.build_optimizer(cfg, net, 1)
-            for step in range(2):
-                torch.manual_seed(step)  # drop-path draws
-                loss = sum(net(x, t).values())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        finally:
-            if patch:
-                patch.revert()
-        return net, opt
-
-    ref, _ = train(None)
-    got, opt = train(NPU)
+    ref, _ = sgd_steps(model, data)
+    got, opt = sgd_steps(model, data, FusedSgdPatch(NPU))
     assert type(opt) is simulated_npu.optim.NpuFusedSGD
     with pytest.raises(ValueError, match="set_to_none"):
         opt.zero_grad(set_to_none=True)  # why every step in detcore calls zero_grad()

@@ -57,3 +57,22 @@ def sorted_rows(boxes, scores, labels):
     for key in keys:  # lexsort: last key is the primary one
         order = order[torch.sort(key[order], stable=True).indices]
     return rows[order]
+
+
+def patch_test_model():
+    """The model the patch tests compare on: small, 160x224, scores spread over the threshold."""
+    return spread_scores(build_fcos(*SMALL, "data.input_size=[160,224]"), seed=3).eval()
+
+
+def images(batch=2, h=160, w=224, seed=1):
+    import torch
+
+    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def detections(model, x):
+    """The model's eval detections per image, as sorted rows (order-free comparison)."""
+    import torch
+
+    with torch.no_grad():
+        return [sorted_rows(o["boxes"], o["scores"], o["labels"]) for o in model(x)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fcos_testlib import SMALL, build_fcos, fcos_config, fcos_spec, sorted_rows, spread_scores
+from fcos_testlib import (SMALL, detections, fcos_config, fcos_spec, images, patch_test_model,
+                          sorted_rows)
 
 from detcore.testing.npu_sim import npu_device, simulated_npu  # noqa: F401 (a fixture)
 from detcore_fcos.patches import PATCHES, StaticPostprocessPatch
@@ -20,16 +21,7 @@ TOL = StaticPostprocessPatch.tolerance
 
 @pytest.fixture(scope="module")
 def model():
-    return spread_scores(build_fcos(*SMALL, "data.input_size=[160,224]"), seed=3).eval()
-
-
-def images(batch=2, h=160, w=224, seed=1):
-    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
-
-
-def detections(model, x):
-    with torch.no_grad():
-        return [sorted_rows(o["boxes"], o["scores"], o["labels"]) for o in model(x)]
+    return patch_test_model()
 
 
 def random_candidates(batch=2, k=400, classes=4, seed=0):

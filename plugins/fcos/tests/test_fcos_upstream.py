@@ -16,7 +16,8 @@ import pytest
 import torch
 from fcos_testlib import SMALL, fcos_config
 
-from detcore.testing.cli import run_task
+from detcore_mmdet.testing import (assert_same_predictions, cli_predictions, detection_order,
+                                  in_memory_predictions)
 
 pytestmark = pytest.mark.slow
 
@@ -51,38 +52,11 @@ def upstream(tmp_path_factory, synth):
                                     config["data"]["input_size"], iters=2,
                                     before_train=spread_scores)
     detector = FCOSDetector(runner.model, preprocessor).eval()
-    return ckpt, detector, predictions(detector, synth, config), model_cfg, config
-
-
-def predictions(model, root, config) -> list[dict]:
-    """The in-memory model's COCO results on ``root``'s val split, as core's eval makes them."""
-    from detcore.data.coco import CocoDetection
-    from detcore.evaluate import predict_dataset
-    from detcore.train.loader import eval_loader
-
-    dataset = CocoDetection(root, "val", config["data"]["input_size"],
-                            masks=model.task_type == "segm")
-    loader = eval_loader(dataset, int(config["eval"]["batch_size"]), 0, 0, 1)
-    return sorted(predict_dataset(model, loader, torch.device("cpu")), key=_order)
-
-
-def _order(r):
-    return r["image_id"], -r["score"], r["category_id"], r["bbox"]
+    return ckpt, detector, in_memory_predictions(detector, synth, config), model_cfg, config
 
 
 def cli_eval(work: Path, weights, root) -> tuple[dict, list[dict]]:
-    result = run_task("fcos", "eval", work, "--weights", weights, "--data", root, *SETS)
-    got = json.loads(Path(result["artifacts"]["predictions"]).read_text())
-    return result, sorted(got, key=_order)
-
-
-def assert_same_predictions(got: list[dict], expected: list[dict]):
-    assert len(expected) > 20, "the comparison needs detections"
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert (g["image_id"], g["category_id"]) == (e["image_id"], e["category_id"])
-        assert g["score"] == pytest.approx(e["score"], abs=2e-5)
-        assert g["bbox"] == pytest.approx(e["bbox"], abs=0.011)
+    return cli_predictions("fcos", work, weights, root, *SETS)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +122,6 @@ def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path
     ann_file = Path(synth) / "annotations" / "instances_val2017.json"
     mapped = as_core_maps_back(json.loads(Path(theirs["results"]["bbox"]).read_text()), ann_file,
                                config["data"]["input_size"])
-    assert_same_predictions(ours, sorted(mapped, key=_order))
+    assert_same_predictions(ours, sorted(mapped, key=detection_order))
     assert coco_metrics(COCO(str(ann_file)), mapped, ("bbox",)) == {
         k: v for k, v in result["metrics"].items() if k.startswith("bbox_")}

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import solov2_util as U
-from detcore.testing.cli import run_task
+from detcore_mmdet.testing import (assert_same_predictions, cli_predictions, detection_order,
+                                  in_memory_predictions)
 
 pytestmark = pytest.mark.slow
 
@@ -62,37 +63,11 @@ def upstream(tmp_path_factory, synth):
                                     before_train=spread_scores)
     detector = SOLOv2Detector(runner.model, preprocessor,
                               max_detections=int(config["eval"]["max_detections"])).eval()
-    return ckpt, detector, predictions(detector, synth, config), model_cfg, config
-
-
-def predictions(model, root, config) -> list[dict]:
-    from detcore.data.coco import CocoDetection
-    from detcore.evaluate import predict_dataset
-    from detcore.train.loader import eval_loader
-
-    dataset = CocoDetection(root, "val", config["data"]["input_size"], masks=True)
-    loader = eval_loader(dataset, int(config["eval"]["batch_size"]), 0, 0, 1)
-    return sorted(predict_dataset(model, loader, torch.device("cpu")), key=_order)
-
-
-def _order(r):
-    return r["image_id"], -r["score"], r["category_id"], r["bbox"]
+    return ckpt, detector, in_memory_predictions(detector, synth, config), model_cfg, config
 
 
 def cli_eval(work: Path, weights, root) -> tuple[dict, list[dict]]:
-    result = run_task(MODEL, "eval", work, "--weights", weights, "--data", root, *SETS)
-    got = json.loads(Path(result["artifacts"]["predictions"]).read_text())
-    return result, sorted(got, key=_order)
-
-
-def assert_same_predictions(got: list[dict], expected: list[dict]):
-    assert len(expected) > 20, "the comparison needs detections"
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert (g["image_id"], g["category_id"]) == (e["image_id"], e["category_id"])
-        assert g["score"] == pytest.approx(e["score"], abs=2e-5)
-        assert g["bbox"] == pytest.approx(e["bbox"], abs=0.011)
-        assert g["segmentation"] == e["segmentation"]
+    return cli_predictions(MODEL, work, weights, root, *SETS)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +120,7 @@ def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path
                                mmdet_meta(coco_classes(synth)))
     theirs = evaluate(model_cfg, published, synth, config["data"]["input_size"],
                       policy="letterbox", work_dir=tmp_path / "mmdet", segm=True)
-    mmdet = sorted(json.loads(Path(theirs["results"]["segm"]).read_text()), key=_order)
+    mmdet = sorted(json.loads(Path(theirs["results"]["segm"]).read_text()), key=detection_order)
     for r in mmdet:
         r["bbox"], r["score"] = [round(v, 2) for v in r["bbox"]], round(r["score"], 5)
     assert_same_predictions(ours, mmdet)
