@@ -33,17 +33,16 @@ from pathlib import Path
 
 #: Resize policies of :func:`evaluate`:
 #:
-#: * ``letterbox``: detcore's input, through mmdet's own transforms (square canvases): images
-#:   decoded and resized with Pillow (bilinear) keeping the aspect ratio to fit the canvas
-#:   ``data.input_size``, as core's letterbox does (``Resize(keep_ratio=True,
-#:   backend='pillow')``; mmdet keeps its per-axis ``scale_factor``, core one scale). bbox
-#:   models: ``Pad`` fills the canvas with black pixels at the bottom/right, as core does, so
-#:   the network sees detcore's tensor. segm models: mmdet's SOLO heads crop masks to
-#:   ``img_shape``, which a pipeline ``Pad`` sets to the padded canvas, so the canvas is padded
-#:   by the ``DetDataPreprocessor`` instead (``pad_size_divisor`` = the canvas side), with its
-#:   pad value 0 after normalisation (the mean colour) where core pads black.
+#: * ``letterbox``: detcore's input tensor, built by mmdet's own transforms (square canvases):
+#:   images decoded and resized with Pillow (bilinear) keeping the aspect ratio to fit the
+#:   canvas ``data.input_size``, as core's letterbox does (``Resize(keep_ratio=True,
+#:   backend='pillow')``; mmdet keeps its per-axis ``scale_factor``, core one scale), then
+#:   ``Pad`` with black pixels at the bottom/right to the canvas, as core does. For segm
+#:   models the pad keeps ``img_shape`` the resized image's (:data:`PAD_KEEP_IMG_SHAPE`, the one
+#:   transform added to mmdet's pipeline): mmdet's SOLO heads crop masks to ``img_shape``,
+#:   which ``Pad`` sets to the padded canvas, which would stretch every mask over the padding.
 #:   (``FixShapeResize(keep_ratio=True)``, mmdet's letterbox transform, is not used: its second
-#:   rescale makes some images a pixel narrower than the canvas it computed.)
+#:   rescale makes some images a pixel narrower than the size it computed.)
 #: * ``mmdet``: mmdet's shipped test pipeline at detcore's input size: cv2 decode, cv2
 #:   ``Resize(scale=input_size, keep_ratio=True)`` (short/long-edge rule), batches padded to a
 #:   multiple of 32 with the mean colour by the ``DetDataPreprocessor``.
@@ -53,6 +52,7 @@ POLICIES = ("letterbox", "mmdet")
 META_KEYS = ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")
 
 MASK_BOX_METRIC = "DetcoreMaskBoxCocoMetric"
+PAD_KEEP_IMG_SHAPE = "DetcorePadKeepImgShape"
 
 
 def coco_classes(root, split: str = "val2017") -> tuple[str, ...]:
@@ -162,6 +162,24 @@ def _mask_box_metric() -> str:
     return MASK_BOX_METRIC
 
 
+def _pad_keep_img_shape() -> str:
+    """mmdet's ``Pad`` that leaves ``img_shape`` the resized image's size (``pad_shape`` is the
+    canvas), registered in mmdet's ``TRANSFORMS``."""
+    from mmdet.datasets.transforms import Pad
+    from mmdet.registry import TRANSFORMS
+
+    if PAD_KEEP_IMG_SHAPE not in TRANSFORMS.module_dict:
+        class PadKeepImgShape(Pad):
+            def transform(self, results: dict) -> dict:
+                shape = results["img_shape"]
+                results = super().transform(results)
+                results["img_shape"] = shape
+                return results
+
+        TRANSFORMS.register_module(name=PAD_KEEP_IMG_SHAPE, module=PadKeepImgShape)
+    return PAD_KEEP_IMG_SHAPE
+
+
 def mmdet_test_pipeline(input_size, policy: str, segm: bool) -> list[dict]:
     """mmdet's test pipeline under ``policy`` (:data:`POLICIES`) for a canvas ``[H, W]``."""
     h, w = (int(v) for v in input_size)
@@ -177,9 +195,9 @@ def mmdet_test_pipeline(input_size, policy: str, segm: bool) -> list[dict]:
     load = dict(type="LoadImageFromFile", imdecode_backend="pillow")
     resize = dict(type="Resize", scale=(w, h), keep_ratio=True, backend="pillow",
                   interpolation="bilinear")
-    if segm:
-        return [load, resize, pack]
-    return [load, resize, dict(type="Pad", size=(w, h), pad_val=dict(img=0, seg=255)), pack]
+    pad = dict(type=_pad_keep_img_shape() if segm else "Pad", size=(w, h),
+               pad_val=dict(img=0, seg=255))
+    return [load, resize, pad, pack]
 
 
 def evaluate(model_cfg: dict, checkpoint, data_root, input_size, *, policy: str, work_dir,
@@ -193,9 +211,6 @@ def evaluate(model_cfg: dict, checkpoint, data_root, input_size, *, policy: str,
     ``results``: the result files CocoMetric wrote (``<work_dir>/mmdet.bbox.json``...).
     """
     h, w = (int(v) for v in input_size)
-    model_cfg = copy.deepcopy(model_cfg)
-    if policy == "letterbox" and segm:  # pad to the canvas, not to a multiple of 32
-        model_cfg["data_preprocessor"]["pad_size_divisor"] = h
     root = Path(data_root)
     metric = dict(type=_mask_box_metric() if segm else "CocoMetric",
                   ann_file=str(root / "annotations" / "instances_val2017.json"),
