@@ -46,16 +46,23 @@ def save_checkpoint(state: dict, path: Path) -> Path:
 SAFE_GLOBALS = ("argparse.Namespace",)
 
 
-def _resolve(dotted: str):
-    module, _, name = dotted.rpartition(".")
+def _resolve(entry: str | tuple[str, str]):
+    """A ``checkpoint_globals`` entry -> what ``torch.serialization.safe_globals`` takes: the
+    object a dotted name names, or ``(object, "name.in.the.pickle")`` for an entry
+    ``("dotted.object", "name.in.the.pickle")`` (an object allowed under another name: numpy 1.x's
+    module paths, or a restricted stand-in for a builtin)."""
+    if isinstance(entry, tuple):
+        dotted, pickled = entry
+        return _resolve(dotted), pickled
+    module, _, name = entry.rpartition(".")
     return getattr(importlib.import_module(module), name)
 
 
-def load_checkpoint(path: Path, allowed_globals: tuple[str, ...] = ()) -> dict:
+def load_checkpoint(path: Path, allowed_globals: tuple = ()) -> dict:
     """Load a checkpoint safely; every failure is a one-line :class:`UserError`.
 
-    ``weights_only=True`` always; ``allowed_globals`` (dotted names) extends
-    :data:`SAFE_GLOBALS` with classes a plugin's upstream format is known to hold.
+    ``weights_only=True`` always; ``allowed_globals`` (``ModelSpec.checkpoint_globals`` entries)
+    extends :data:`SAFE_GLOBALS` with what a plugin's upstream format is known to hold.
     """
     path = Path(path)
     if not path.is_file():
@@ -90,6 +97,23 @@ def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
     if isinstance(ckpt.get("model"), dict):
         return ckpt["model"]
     return ckpt
+
+
+def recorded_classes(ckpt: dict) -> list[str] | int | None:
+    """The classes a checkpoint records: their names where it has them, else their count.
+
+    detcore's own (``classes``, ``num_classes``), mmengine's (mmdet 3.x ``tools/train.py``:
+    ``meta.dataset_meta.classes``) and mmcv 1.x's (mmdet 2.x: ``meta.CLASSES``); ``None`` for a
+    plain state dict, whose class count must come from ``--data``.
+    """
+    if ckpt.get("format") == FORMAT:
+        return list(ckpt["classes"]) if ckpt.get("classes") else ckpt.get("num_classes")
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    names = dataset_meta.get("classes") or meta.get("CLASSES")
+    if isinstance(names, str):  # mmdet 2.x single-class datasets may store a bare string
+        names = [names]
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) and names else None
 
 
 def load_model_weights(model: torch.nn.Module, ckpt: dict, source: str, *,

@@ -5,7 +5,9 @@ One weights file, one COCO-layout dataset (default: the synthetic set core write
 config), two evaluations:
 
 detcore   ``detcore run --model efficientdet-d0 --task eval --weights W --data ROOT`` through
-          the CLI, with the config's ``eval.score_threshold`` and with 0.001 (effdet's cut).
+          the CLI, with the config's ``eval.score_threshold`` and with 0.001 (effdet's cut),
+          and once more configured as effdet's ``validate.py`` letterboxes
+          (:data:`EFFDET_LETTERBOX`: resized sides truncated, padding the ImageNet mean colour).
 effdet    what effdet's ``validate.py`` does, with effdet's own code: ``create_model(...,
           bench_task='predict', checkpoint_path=W)`` (``DetBenchPredict``),
           ``create_dataset('coco', ROOT, 'val')``, ``resolve_input_config`` with validate.py's
@@ -57,6 +59,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MODEL = "efficientdet-d0"
 EFFDET_CUT = 0.001  # effdet's CocoEvaluator drops detections scoring below this
+#: effdet validate.py's letterbox as core's ``data.letterbox`` config: ``ResizePad`` truncates
+#: the resized sides and pads with ``resolve_fill_color("mean")`` = round(255 * ImageNet mean);
+#: effdet maps boxes back by the one ``img_scale``, as core's ``uniform``.
+EFFDET_LETTERBOX = ("data.letterbox.rounding=floor", "data.letterbox.fill=[124,116,104]",
+                    "data.letterbox.rescale=uniform", f"eval.score_threshold={EFFDET_CUT}")
 
 
 def cli(args: list[str], work: Path, log) -> dict:
@@ -189,13 +196,12 @@ def detcore_model_on_effdet_letterbox(weights: Path, root: Path, config: dict, *
     """detcore's model (same weights), core's ``to_coco_results`` and ``coco_metrics``, fed a
     letterbox of the given policy, NMS clip region ``clip`` ("image": the resized image inside
     the canvas, as effdet's ``validate.py``; "canvas": as the model does), effdet's 0.001 cut."""
-    import numpy as np
     import torch
     from effdet import bench as effdet_bench
     from effdet.data.transforms import IMAGENET_DEFAULT_MEAN
-    from PIL import Image
 
     from detcore.data.coco import CocoDetection
+    from detcore.data.transforms import LetterboxPolicy, letterbox
     from detcore.evaluate import coco_metrics, to_coco_results
     from detcore_efficientdet.model import build
 
@@ -205,16 +211,12 @@ def detcore_model_on_effdet_letterbox(weights: Path, root: Path, config: dict, *
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     colour = (0, 0, 0) if fill == "0" else tuple(int(round(255 * m)) for m in IMAGENET_DEFAULT_MEAN)
+    policy = LetterboxPolicy("floor" if resize == "int" else "round", colour)
     results = []
     for image_id in data.ids:
         image = data.read_image(image_id)
         h, w = image.shape[:2]
-        scale = min(size[0] / h, size[1] / w)
-        nh, nw = ((int(h * scale), int(w * scale)) if resize == "int"
-                  else (max(1, round(h * scale)), max(1, round(w * scale))))
-        canvas = np.empty((size[0], size[1], 3), np.uint8)
-        canvas[:] = colour
-        canvas[:nh, :nw] = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+        canvas, scale = letterbox(image, size, policy)
         x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float().div(255)
         region = [w * scale, h * scale] if clip == "image" else [float(size[1]), float(size[0])]
         with torch.no_grad():
@@ -237,14 +239,14 @@ def detcore_model_on_effdet_letterbox(weights: Path, root: Path, config: dict, *
 
 def resize_mismatches(root: Path, size) -> list[int]:
     """Image ids whose letterboxed size differs: effdet ``int(side * s)``, detcore ``round(side * s)``."""
+    from detcore.data.transforms import LetterboxPolicy, letterbox_scale
+
     ann = json.loads((root / "annotations" / "instances_val2017.json").read_text())
     out = []
     for img in ann["images"]:
         h, w = int(img["height"]), int(img["width"])
-        scale = min(size[0] / h, size[1] / w)
-        effdet = (int(h * scale), int(w * scale))
-        detcore = (max(1, round(h * scale)), max(1, round(w * scale)))
-        if effdet != detcore:
+        scale = letterbox_scale(h, w, size)
+        if LetterboxPolicy("floor").resized_size(h, w, scale) != LetterboxPolicy().resized_size(h, w, scale):
             out.append(int(img["id"]))
     return out
 
@@ -350,6 +352,15 @@ def main(argv=None) -> int:
                      "mAP": res["metrics"]["bbox_mAP"], "mAP_50": res["metrics"]["bbox_mAP_50"],
                      "detections": len(preds), "command": res["_command"],
                      "predictions": res["artifacts"]["predictions"]}
+    res = cli(["--task", "eval", *common, "--weights", str(weights),
+               *(a for s in EFFDET_LETTERBOX for a in ("--set", s))], work / "detcore_effdet_letterbox", log)
+    preds = json.loads(Path(res["artifacts"]["predictions"]).read_text())
+    rows["detcore_effdet_letterbox"] = {
+        "evaluation": "detcore `--task eval` with effdet's letterbox (`EFFDET_LETTERBOX`)",
+        "letterbox": f"int(), {mean}", "nms_clip": "canvas", "cut": EFFDET_CUT,
+        "mAP": res["metrics"]["bbox_mAP"], "mAP_50": res["metrics"]["bbox_mAP_50"],
+        "detections": len(preds), "command": res["_command"],
+        "predictions": res["artifacts"]["predictions"]}
     for key, resize, fill in (("emulated_round_black_image", "round", "0"),
                               ("emulated_int_black_image", "int", "0"),
                               ("emulated_int_mean_image", "int", "mean")):
@@ -386,6 +397,7 @@ def main(argv=None) -> int:
     n_images = len(all_ids)
     cli_cmp = compare_detections(load("detcore_cut"), load("effdet_black"))
     emu_cmp = compare_detections(load("emulated_int_black_image"), load("effdet_black"))
+    policy_cmp = compare_detections(load("detcore_effdet_letterbox"), load("effdet_default"))
     comparison = {
         "images": n_images, "resize_size_differs": len(mismatched),
         # detcore's CLI (effdet's cut) vs effdet --fill-color 0
@@ -401,6 +413,12 @@ def main(argv=None) -> int:
                                                         - rows["effdet_black"]["mAP"], 4),
                                "delta_mAP_mean": round(rows["emulated_int_mean_image"]["mAP"]
                                                        - rows["effdet_default"]["mAP"], 4)},
+        # detcore's CLI configured with effdet's letterbox vs effdet's defaults
+        "effdet_letterbox_vs_effdet": {**summarise(policy_cmp, all_ids),
+                                       "max_box_diff_px": policy_cmp["max_box_diff"],
+                                       "max_score_diff": policy_cmp["max_score_diff"],
+                                       "delta_mAP": round(rows["detcore_effdet_letterbox"]["mAP"]
+                                                          - rows["effdet_default"]["mAP"], 4)},
     }
     out = {"model": MODEL, "config": config_name, "input_size": size, "data": str(root),
            "weights": str(weights), "source": source, "sets": args.sets, "rows": rows,
@@ -424,6 +442,10 @@ def main(argv=None) -> int:
           f"(black), {emu['delta_mAP_mean']:+.4f} (mean colour); {emu['matched']}/"
           f"{max(emu['ours'], emu['theirs'])} detections matched on {emu['images']} images, boxes within "
           f"{emu['max_box_diff_px']} px, scores within {emu['max_score_diff']:.1e}.")
+    pol = comparison["effdet_letterbox_vs_effdet"]
+    print(f"detcore `--task eval` with effdet's letterbox ({' '.join('--set ' + s for s in EFFDET_LETTERBOX)}) "
+          f"vs effdet validate.py: ΔmAP {pol['delta_mAP']:+.4f}; {pol['matched']}/"
+          f"{max(pol['ours'], pol['theirs'])} detections matched (the rest: NMS clip region).")
     path = Path(args.json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")

@@ -309,7 +309,7 @@ def upstream_eval(tmp_path: Path, *sets: str) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 7 and all(r["detections"] > 0 for r in report["rows"].values())
+    assert len(report["rows"]) == 8 and all(r["detections"] > 0 for r in report["rows"].values())
     return report
 
 
@@ -345,3 +345,7 @@ def test_eval_next_to_effdets_own_evaluator_with_letterbox(tmp_path):
     assert 0 < cmp["resize_size_differs"] < 16
     assert cmp["same_resize"]["matched_fraction"] >= 0.85  # 0.93 measured; the rest: NMS clip region
     assert abs(rows["emulated_round_black_image"]["mAP"] - rows["detcore_cut"]["mAP"]) <= 0.002
+    # the CLI configured with effdet's letterbox (data.letterbox): only the NMS clip region differs
+    pol = cmp["effdet_letterbox_vs_effdet"]
+    assert pol["ours"] == pol["theirs"] == 1600 and abs(pol["delta_mAP"]) <= 0.002
+    assert pol["matched_fraction"] >= 0.85

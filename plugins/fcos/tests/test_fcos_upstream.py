@@ -125,3 +125,24 @@ def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path
     assert_same_predictions(ours, sorted(mapped, key=detection_order))
     assert coco_metrics(COCO(str(ann_file)), mapped, ("bbox",)) == {
         k: v for k, v in result["metrics"].items() if k.startswith("bbox_")}
+    # configured to map boxes back as mmdet does (its per-axis scale_factor): mmdet's own
+    # detection file, clipped to the images, is detcore's
+    per_axis, ours = cli_predictions("fcos", tmp_path / "per_axis", upstream[0], synth, *SETS,
+                                     "--set", "data.letterbox.rescale=per_axis")
+    clipped = as_core_maps_back(json.loads(Path(theirs["results"]["bbox"]).read_text()), ann_file,
+                                config["data"]["input_size"], rescale="per_axis")
+    assert_same_predictions(ours, sorted(clipped, key=detection_order))
+    assert abs(per_axis["metrics"]["bbox_mAP"] - theirs["bbox_mAP"]) <= 0.002
+
+
+def test_runner_checkpoint_predicts_and_exports_with_its_own_classes(upstream, synth, tmp_path):
+    """mmengine records the dataset's classes (``meta.dataset_meta.classes``): ``predict`` on a
+    folder of images and ``export`` need no ``--data`` class count from a COCO root."""
+    from detcore.testing.cli import run_task
+
+    ckpt = upstream[0]
+    predicted = run_task("fcos", "predict", tmp_path / "predict", "--weights", ckpt,
+                         "--data", Path(synth) / "val2017", *SETS)
+    assert predicted["metrics"]["images"] > 0
+    exported = run_task("fcos", "export", tmp_path / "export", "--weights", ckpt, *SETS)
+    assert Path(exported["artifacts"]["onnx"]).is_file()

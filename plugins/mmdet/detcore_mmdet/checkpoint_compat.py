@@ -20,17 +20,12 @@ milestones), all allowed by torch already:
   ``numpy.dtype`` and, when a dtype is rebuilt, its class (``numpy.dtypes.Float64DType``...).
 
 ``builtins.getattr`` is not harmless (it reaches any attribute of anything on the pickle
-stack), and a numpy 1.x name cannot be allow-listed with the numpy 2 object (torch keys the
-allow-list by the object's own ``__module__.__qualname__``). So both are **stand-ins** here:
-functions registered under the name the pickle uses, doing only the safe part:
-
-* :func:`history_buffer_method` (pickled name ``builtins.getattr``) returns a public method
-  of ``HistoryBuffer`` and refuses every other ``getattr`` with an ``UnpicklingError`` that
-  names the global (core turns it into its one-line "refused" error);
-* :data:`numpy_reconstruct`, :data:`numpy1_reconstruct`, :data:`numpy_scalar`,
-  :data:`numpy1_scalar` (pickled names ``numpy._core.multiarray._reconstruct``,
-  ``numpy.core.multiarray._reconstruct``, ``...scalar``) call the installed numpy's own
-  function, whichever numpy wrote the file.
+stack), so :func:`history_buffer_method` stands in for it (declared as ``(object,
+"builtins.getattr")``): it returns a public method of ``HistoryBuffer`` and refuses every other
+``getattr`` with an ``UnpicklingError`` that names the global (core turns it into its one-line
+"refused" error). numpy's reconstructors are allowed under both numpy's names
+(:data:`reconstruct`, :data:`scalar`: the installed numpy's own functions, whichever numpy
+wrote the file).
 """
 from __future__ import annotations
 
@@ -43,8 +38,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 from . import CHECKPOINT_DTYPES
 
-__all__ = ["HistoryBuffer", "history_buffer_method", "numpy_reconstruct", "numpy1_reconstruct",
-           "numpy_scalar", "numpy1_scalar"]
+__all__ = ["HistoryBuffer", "history_buffer_method", "reconstruct", "scalar"]
 
 
 def _multiarray():
@@ -56,20 +50,15 @@ def _multiarray():
 
 _MULTIARRAY = _multiarray()
 
-
-def _stand_in(func, pickled_name: str, doc: str):
-    """``func`` under the dotted name a pickle uses for it (torch's allow-list key)."""
-    module, _, name = pickled_name.rpartition(".")
-
-    def stand_in(*args):
-        return func(*args)
-
-    stand_in.__module__, stand_in.__qualname__, stand_in.__name__ = module, name, name
-    stand_in.__doc__ = doc
-    return stand_in
+#: numpy's ndarray reconstructor and scalar constructor (pickled as
+#: ``numpy._core.multiarray._reconstruct`` / ``.scalar`` by numpy 2, ``numpy.core...`` by numpy 1).
+reconstruct = _MULTIARRAY._reconstruct
+scalar = _MULTIARRAY.scalar
 
 
-def _history_buffer_method(owner, name):
+def history_buffer_method(owner, name):
+    """Stands in for ``builtins.getattr`` while unpickling: only ``getattr(HistoryBuffer,
+    <public method>)``, as ``HistoryBuffer`` pickles its ``statistics_methods``."""
     if (owner is HistoryBuffer and isinstance(name, str) and not name.startswith("_")
             and inspect.isfunction(vars(HistoryBuffer).get(name))):
         return getattr(owner, name)
@@ -77,20 +66,6 @@ def _history_buffer_method(owner, name):
         f"GLOBAL builtins.getattr is allowed only for mmengine's HistoryBuffer statistics "
         f"methods, not getattr({getattr(owner, '__qualname__', type(owner).__name__)}, {name!r})")
 
-
-#: ``builtins.getattr`` restricted to ``getattr(HistoryBuffer, <public method>)``.
-history_buffer_method = _stand_in(
-    _history_buffer_method, "builtins.getattr",
-    "Stands in for builtins.getattr while unpickling: only mmengine's HistoryBuffer methods.")
-
-numpy_reconstruct = _stand_in(_MULTIARRAY._reconstruct, "numpy._core.multiarray._reconstruct",
-                              "numpy's ndarray reconstructor (a numpy 2 pickle's name).")
-numpy1_reconstruct = _stand_in(_MULTIARRAY._reconstruct, "numpy.core.multiarray._reconstruct",
-                               "numpy's ndarray reconstructor (a numpy 1 pickle's name).")
-numpy_scalar = _stand_in(_MULTIARRAY.scalar, "numpy._core.multiarray.scalar",
-                         "numpy's scalar constructor (a numpy 2 pickle's name).")
-numpy1_scalar = _stand_in(_MULTIARRAY.scalar, "numpy.core.multiarray.scalar",
-                          "numpy's scalar constructor (a numpy 1 pickle's name).")
 
 # numpy's dtype classes (``numpy.dtypes.Float64DType``...: a rebuilt dtype's class, checked
 # when the pickle sets its state), as attributes ``dtype_<name>`` core can resolve.

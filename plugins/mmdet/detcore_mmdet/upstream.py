@@ -233,13 +233,15 @@ def evaluate(model_cfg: dict, checkpoint, data_root, input_size, *, policy: str,
     return out
 
 
-def as_core_maps_back(results: list[dict], ann_file, input_size) -> list[dict]:
+def as_core_maps_back(results: list[dict], ann_file, input_size,
+                      rescale: str = "uniform") -> list[dict]:
     """mmdet's bbox results with their boxes mapped back to the images as core maps its own.
 
     Both resize the image to ``round(w * s) x round(h * s)`` pixels, ``s`` the letterbox scale
     ``min(H / h, W / w)``. mmdet divides canvas boxes by its per-axis ``scale_factor`` (those
     whole pixels over ``w`` and ``h``) and keeps what extends past the image; core divides by
-    ``s`` on both axes, clips to the image and rounds (``bbox`` to 0.01, ``score`` to 1e-5).
+    ``s`` on both axes (``data.letterbox.rescale=uniform``, its default) or as mmdet does
+    (``per_axis``), then clips to the image and rounds (``bbox`` to 0.01, ``score`` to 1e-5).
     Under the ``letterbox`` policy the result is detcore's own prediction file.
     """
     images = {i["id"]: (i["width"], i["height"])
@@ -249,7 +251,7 @@ def as_core_maps_back(results: list[dict], ann_file, input_size) -> list[dict]:
     for r in results:
         w, h = images[r["image_id"]]
         s = min(big / max(w, h), small / min(w, h))  # mmcv's rescale rule = core's, square
-        sx, sy = int(w * s + 0.5) / w, int(h * s + 0.5) / h
+        sx, sy = (int(w * s + 0.5) / w, int(h * s + 0.5) / h) if rescale == "uniform" else (s, s)
         x, y, bw, bh = r["bbox"]
         x1, x2 = (min(max(v * sx / s, 0.0), w) for v in (x, x + bw))
         y1, y2 = (min(max(v * sy / s, 0.0), h) for v in (y, y + bh))
@@ -258,16 +260,6 @@ def as_core_maps_back(results: list[dict], ann_file, input_size) -> list[dict]:
     return out
 
 
-def mask_area_results(results: list[dict]) -> list[dict]:
-    """detcore's segm results without their ``bbox``, so that pycocotools takes each
-    detection's area from its mask, as mmdet's ``CocoMetric`` does (and COCO's own
-    evaluation, detectron2, mmdet >= 2.12): with a ``bbox``, ``loadRes`` uses the box area,
-    which moves detections between the small/medium/large ranges (the overall mAP is the
-    same)."""
-    return [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
-
-
-# -- checkpoint layouts ----------------------------------------------------------------------
 def mmdet_meta(classes, **extra) -> dict:
     """The ``meta`` an mmengine ``Runner`` saves (its plain parts), for a published file."""
     import mmengine
@@ -403,12 +395,6 @@ def main(default_model: str, mmdet_model_config, argv=None) -> dict:
         rows[policy] = evaluate(model_cfg, published, data, input_size, policy=policy,
                                 work_dir=work / f"mmdet_{policy}", segm=segm)
     columns = list(policies)
-    if segm:  # COCO's convention (mmdet, detectron2): segm area ranges from the mask's area
-        ann_file = data / "annotations" / "instances_val2017.json"
-        predictions = json.loads(Path(evaluated["artifacts"]["predictions"]).read_text())
-        mask_areas = coco_metrics(COCO(str(ann_file)), mask_area_results(predictions), ("segm",))
-        rows["detcore, segm areas from masks"] = {**evaluated["metrics"], **mask_areas}
-        columns.insert(0, "detcore, segm areas from masks")
     if not segm and "letterbox" in rows:  # the whole difference: how boxes are mapped back
         ann_file = data / "annotations" / "instances_val2017.json"
         results = json.loads(Path(rows["letterbox"]["results"]["bbox"]).read_text())
