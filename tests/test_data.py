@@ -91,7 +91,7 @@ def test_degenerate_and_outside_boxes_are_counted(coco, caplog):
         anns[2]["bbox"] = [-10, -10, 30, 30]   # partly outside: clipped
         anns[3]["bbox"] = [5000, 5000, 10, 10]  # wholly outside
     edit(coco, damage)
-    _, _, report = load_coco(coco, "train")
+    report = load_coco(coco, "train").report
     assert report["boxes with zero or negative size dropped"] == 2
     assert report["boxes clipped to their image"] == 1
     assert report["boxes outside their image dropped"] == 1

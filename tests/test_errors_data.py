@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -114,3 +115,54 @@ def test_image_without_annotations_and_sparse_category_ids(run_cli, coco, tmp_pa
     edit(coco, change)
     proc = train(run_cli, coco, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture
+def layouts(coco, tmp_path):
+    """The same images and boxes as a YOLO and a Pascal VOC dataset (the tests' own writers)."""
+    from .dataset_writers import boxes_from_synthetic, write_voc, write_yolo
+
+    boxes = boxes_from_synthetic(coco)
+    return {"yolo": write_yolo(boxes, tmp_path / "yolo"), "voc": write_voc(boxes, tmp_path / "voc")}
+
+
+def test_unknown_dataset_layout(run_cli, tmp_path):
+    (tmp_path / "photos" / "holiday").mkdir(parents=True)
+    assert_user_error(train(run_cli, tmp_path / "photos", tmp_path), 2,
+                      "not a dataset layout", "COCO (", "YOLO (", "Pascal VOC (")
+
+
+def test_yolo_yaml_without_train_entry(run_cli, layouts, tmp_path):
+    spec = layouts["yolo"] / "data.yaml"
+    spec.write_text(spec.read_text().replace("train: images/train\n", ""))
+    assert_user_error(train(run_cli, layouts["yolo"], tmp_path), 2, "no 'train' entry",
+                      "data.yaml")
+
+
+def test_yolo_bad_label_lines_are_dropped_with_counts(run_cli, layouts, tmp_path):
+    labels = sorted((layouts["yolo"] / "labels" / "train").iterdir())
+    labels[0].write_text(labels[0].read_text() + "9 0.5 0.5 0.1 0.1\n0 0.5 0.5\n")
+    labels[1].unlink()
+    proc = train(run_cli, layouts["yolo"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 label lines with a class id outside names dropped" in proc.stderr
+    assert "1 label lines that do not parse dropped" in proc.stderr
+    assert "1 images without a label file (kept as background)" in proc.stderr
+
+
+def test_voc_missing_split_list(run_cli, layouts, tmp_path):
+    (layouts["voc"] / "ImageSets" / "Main" / "train.txt").unlink()
+    assert_user_error(train(run_cli, layouts["voc"], tmp_path), 2, "missing", "train.txt")
+
+
+def test_data_check_exits_2_on_errors_0_on_warnings(run_cli, layouts):
+    root = layouts["voc"]
+    assert run_cli("data", "check", root).returncode == 0
+    xml = sorted((root / "Annotations").iterdir())[0]
+    xml.write_text(re.sub(r"<xmin>\d+</xmin>", "<xmin>-3</xmin>", xml.read_text(), count=1))
+    warned = run_cli("data", "check", root)
+    assert warned.returncode == 0 and "warning" in warned.stdout, warned.stdout
+    sorted((root / "Annotations").iterdir())[1].write_text("<annotation>")
+    failed = run_cli("data", "check", root)
+    assert_user_error(failed, 2, "1 error(s)")
+    assert "error   train: 1 annotation files that do not parse dropped" in failed.stdout

@@ -13,6 +13,13 @@ def test_npu_without_torch_npu(run_cli):
                       3, "--device npu", "torch_npu")
 
 
+def test_npu_workers_without_torch_npu(run_cli):
+    """``--nproc 2`` names what is missing, as one process does (it said "more than the 0 npu
+    devices present; use --nproc 0 or fewer")."""
+    assert_user_error(run_cli("run", "--model", "tiny-fcos", "--task", "train", "--device", "npu",
+                              "--nproc", 2), 3, "--device npu", "torch_npu is not installed")
+
+
 def test_cuda_without_gpu(run_cli):
     pytest.importorskip("torch")
     import torch

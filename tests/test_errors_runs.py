@@ -96,3 +96,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(run_cli, tmp_path):
     assert_user_error(proc, 2, "non-finite loss", "at step 8", "last good checkpoint")
     assert torch.load(work / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 6
     assert not (work / "result.json").exists()
+
+
+def test_report_on_a_folder_without_result_json(run_cli, tmp_path):
+    (tmp_path / "not-a-run").mkdir()
+    assert_user_error(run_cli("report", tmp_path / "not-a-run", "--out", tmp_path / "r.html"), 2,
+                      "not-a-run has no result.json", "--work-dir of a finished detcore run")
+    assert not (tmp_path / "r.html").exists()

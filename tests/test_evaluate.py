@@ -63,3 +63,12 @@ def test_faster_coco_eval_gives_identical_metrics(gt):
     fast = coco_metrics(gt, preds, ("bbox", "segm"), "faster_coco_eval")
     assert 0.2 < ref["bbox_mAP"] < 1.0
     assert fast == ref
+
+
+def test_segm_results_are_scored_by_mask_area_not_box_area(gt):
+    """A segm result that also carries its box must fall in the small/medium/large range of its
+    mask (as mmdet's results, which have no box, do): pycocotools' ``loadRes`` takes the box's
+    area when a ``bbox`` key is present."""
+    with_boxes = predictions(gt, jitter=0.0)
+    without = [{k: v for k, v in r.items() if k != "bbox"} for r in with_boxes]
+    assert coco_metrics(gt, with_boxes, ("segm",)) == coco_metrics(gt, without, ("segm",))

@@ -89,7 +89,7 @@ def test_predict_draws_images_without_detections(tmp_path):
     import numpy as np
     import torch
 
-    from detcore.predict import predict_images
+    from detcore.predict import Predictor, predict_images
 
     class Empty(torch.nn.Module):
         def forward(self, images):
@@ -100,8 +100,8 @@ def test_predict_draws_images_without_detections(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "a.png")
-    out = predict_images(Empty(), [tmp_path / "a.png"], (64, 64), torch.device("cpu"), ["x"],
-                         tmp_path / "out", 0.3)
+    predictor = Predictor(Empty(), ["x"], (64, 64), torch.device("cpu"), 0.3)
+    out = predict_images(predictor, [tmp_path / "a.png"], tmp_path / "out")
     assert out[0]["detections"] == 0 and (tmp_path / "out" / "a.png").is_file()
 
 
@@ -200,3 +200,29 @@ def test_om_export_and_ais_bench_infer_read_outputs_by_index(trained, run_cli, t
         assert proc.returncode == 0, proc.stderr
         runs[engine] = json.loads((tmp_path / engine / "result.json").read_text())["metrics"]
     assert runs["ais_bench"]["bbox_mAP"] == runs["onnxruntime"]["bbox_mAP"]
+
+
+def test_om_exports_use_an_opset_the_references_atc_accepts(exported, trained, run_cli, tmp_path):
+    """``--format om`` converts an ONNX file of ``export.om_opset`` (11, as the reference's
+    CANN 6.0 atc took; that atc documents opsets 9-13), plain exports keep ``export.opset``
+    (17); each result.json names the opset, which is the one written in the file."""
+    import os
+
+    from .conftest import REPO
+
+    def file_opset(path):
+        return {o.domain: o.version for o in onnx.load(path).opset_import}[""]
+
+    _, plain = exported
+    assert plain["artifacts"]["onnx_opset"] == 17 == file_opset(plain["artifacts"]["onnx"])
+    fake_atc = f"{REPO / 'tests' / 'fakes' / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    weights = trained[0] / "checkpoints" / "last.pt"
+    for sets, want in (((), 11), (("--set", "export.om_opset=13"), 13)):
+        work = tmp_path / f"om{want}"
+        proc = run_cli("run", "--model", "tiny-fcos", "--task", "export", "--format", "om",
+                       "--weights", weights, "--work-dir", work,
+                       "--set", "export.soc_version=Ascend310P3", *sets, PATH=fake_atc)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        result = json.loads((work / "result.json").read_text())
+        assert result["artifacts"]["onnx_opset"] == want == file_opset(result["artifacts"]["onnx"])
+        assert result["metrics"]["parity_unmatched_above_floor"] == 0

@@ -24,4 +24,26 @@ RESULT_SCHEMA_VERSION = 1
 
 hookimpl = pluggy.HookimplMarker("detcore")
 
-__all__ = ["API_VERSION", "RESULT_SCHEMA_VERSION", "__version__", "hookimpl"]
+# Test-only switch (docs/writing-a-plugin.md, "Testing the NPU branch without an NPU"):
+# DETCORE_SIMULATE_NPU=1 makes `import torch_npu` load detcore.testing's CPU simulator of
+# torch_npu and of an NPU device, in this process and in those it starts (CLI runs, torchrun
+# workers). Unset or 0, nothing here runs; a real torch_npu is never shadowed.
+if os.environ.get("DETCORE_SIMULATE_NPU", "").strip() not in ("", "0"):
+    from .testing.npu_device import install_import_hook
+
+    install_import_hook()
+
+__all__ = ["API_VERSION", "Detections", "Model", "RESULT_SCHEMA_VERSION", "__version__",
+           "hookimpl"]
+
+
+def __getattr__(name: str):
+    """``detcore.Model`` and ``detcore.Detections`` (the Python API, detcore.api), imported on
+    first use: they need torch, and ``import detcore`` must not. By name through importlib: every
+    core module imports this package (``hookimpl``), and none of them depends on the API (the
+    import contracts check that)."""
+    if name in ("Model", "Detections"):
+        import importlib
+
+        return getattr(importlib.import_module("detcore.api"), name)
+    raise AttributeError(f"module 'detcore' has no attribute {name!r}")

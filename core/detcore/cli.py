@@ -70,7 +70,8 @@ def plugins(as_json):
 @main.command(context_settings={"show_default": True})
 @click.option("--model", required=True, help="Model name (see detcore plugins).")
 @click.option("--task", required=True, type=click.Choice(TASKS))
-@click.option("--data", type=click.Path(), help="COCO root, or omit for the synthetic set.")
+@click.option("--data", type=click.Path(),
+              help="COCO, YOLO or Pascal VOC dataset folder, or omit for the synthetic set.")
 @click.option("--config", help="Named config of the model, or a .yaml/.json file.")
 @click.option("--device", default="auto", type=click.Choice(CHOICES["device"]))
 @click.option("--work-dir", type=click.Path(), help="Default: work_dirs/MODEL/TASK.")
@@ -137,6 +138,23 @@ def doctor(as_json):
 
 
 @main.command()
+@click.option("--model", help="Only this model's patches (default: every installed plugin's).")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Each replaced upstream function beside its replacement (unified diff).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def patches(model, show_diff, as_json):
+    """List vendored patches: targets, NPU limitation, tolerance, torch_npu ops; exit 1 if one
+    would refuse to apply (its upstream source differs from the one it was written for)."""
+    from .patch_report import collect, refused, render
+    from .plugins import get_registry
+
+    groups = collect(get_registry(), model, show_diff)
+    click.echo(json.dumps(groups, indent=2) if as_json else render(groups))
+    if refused(groups):
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--models", help="Comma-separated models (default: every installed model's first variant).")
 @click.option("--quick", is_flag=True, help="Fewer steps and batch sizes (the CI size: about 5 minutes on 2 cores).")
 @click.option("--device", default="cpu", type=click.Choice([d for d in CHOICES["device"] if d != "auto"]),
@@ -169,6 +187,22 @@ def _default_bench_models(registry) -> list[str]:
             seen.add(spec.plugin)
             names.append(spec.name)
     return names
+
+
+@main.command()
+@click.argument("work_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="report.html", show_default=True, type=click.Path(),
+              help="The HTML file to write.")
+def report(work_dirs, out):
+    """One self-contained HTML page comparing runs (their WORK_DIRs) side by side: figures from
+    result.json, config differences, plots."""
+    from pathlib import Path
+
+    from .report.html import write_report
+
+    _setup_logging()
+    path = write_report([Path(d) for d in work_dirs], Path(out))
+    click.echo(f"wrote {path} ({len(work_dirs)} run(s))")
 
 
 @main.command("new-plugin")
@@ -210,6 +244,25 @@ def synth(directory, num_train, num_val, num_classes, seed):
     write_synthetic(target, SynthSpec(num_train=num_train, num_val=num_val,
                                       num_classes=num_classes, seed=seed))
     click.echo(f"wrote {num_train}+{num_val} images, {num_classes} classes to {target}")
+
+
+@data.command()
+@click.argument("directory", type=click.Path())
+@click.option("--decode/--no-decode", default=True, show_default=True,
+              help="Decode every image (finds truncated files); --no-decode reads headers only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(directory, decode, as_json):
+    """Validate a COCO, YOLO or Pascal VOC dataset without training; exit 2 on errors."""
+    from pathlib import Path
+
+    from .data.check import check_dataset, summary_text
+
+    logging.getLogger("detcore.data").addHandler(logging.NullHandler())  # the summary counts them
+    summary = check_dataset(Path(directory), decode, progress=sys.stderr.isatty() and not as_json)
+    click.echo(json.dumps(summary, indent=2) if as_json else summary_text(summary))
+    if summary["errors"]:
+        raise UserError(f"{directory}: {summary['errors']} error(s) in the dataset (listed above); "
+                        f"training drops what it cannot use, or stops where a split does not load")
 
 
 def _setup_logging() -> None:

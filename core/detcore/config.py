@@ -3,42 +3,23 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+from .config_schema import CORE_KEYS, nested, validate
 from .errors import UserError
 from .spec import ModelSpec
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_EXPONENT = re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$")
 
-#: Keys core reads. A plugin's config is merged over these, so every plugin
-#: config has them and ``--set train.epochs=3`` works for every model.
-CORE_DEFAULTS: dict[str, Any] = {
-    "model": {},
-    "data": {"input_size": [256, 256], "batch_size": 8, "workers": 2, "hflip": 0.5,
-             "max_images": 0,
-             # the dataset generated when --data is omitted (detcore.data.synthetic.SynthSpec)
-             "synthetic": {"num_train": 256, "num_val": 64, "num_classes": 3, "min_size": 192,
-                           "max_size": 320, "max_objects": 4, "seed": 0}},
-    "train": {
-        "epochs": 12, "max_steps": 0, "max_minutes": 0.0, "log_interval": 10,
-        "clip_grad": 0.0, "ema": 0.0, "amp": "off", "loss_scale": "dynamic",
-        "seed": 0, "deterministic": False, "warmup_fps_steps": 5, "checkpoint_every": 1,
-        "perf_steps": 30, "eval_after": True, "sync_bn": False, "dist_timeout_s": 300,
-    },
-    "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9,
-                  "scale_lr_by_world_size": True, "base_world_size": 1},
-    # warmup_ratio: the first step's lr as a fraction of optimizer.lr; milestones (step): fractions
-    # of the steps after warm-up at which the lr is multiplied by gamma
-    "scheduler": {"name": "cosine", "warmup_steps": 50, "warmup_ratio": 0.001,
-                  "milestones": [0.67, 0.9], "gamma": 0.1},
-    "eval": {"batch_size": 8, "score_threshold": 0.05, "max_detections": 100,
-             "backend": "pycocotools"},
-    "predict": {"max_images": 16, "score_threshold": 0.3},
-    "export": {"opset": 17, "dynamic_batch": False, "batch_size": 1, "soc_version": None},
-}
+#: Keys core reads, with their defaults (from :data:`detcore.config_schema.CORE_KEYS`, where each
+#: key's type, range, unit and meaning are). A plugin's config is merged over these, so every
+#: plugin config has them and ``--set train.epochs=3`` works for every model.
+CORE_DEFAULTS: dict[str, Any] = nested(CORE_KEYS)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -52,7 +33,8 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def resolve_config(spec: ModelSpec, name_or_file: str | None, overrides: list[str]) -> tuple[str, dict]:
-    """Return ``(config_name, config)`` for a run."""
+    """Return ``(config_name, config)`` for a run, every core key and every key the model
+    declares checked for type and range (:func:`detcore.config_schema.validate`)."""
     name = name_or_file or spec.default_config
     if name in spec.configs:
         raw = spec.configs[name]
@@ -72,6 +54,7 @@ def resolve_config(spec: ModelSpec, name_or_file: str | None, overrides: list[st
     config = deep_merge(CORE_DEFAULTS, plugin_cfg)
     for item in overrides:
         apply_override(config, item)
+    validate(config, spec)
     return name, config
 
 
@@ -83,9 +66,7 @@ def load_config_file(path: Path) -> dict:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml(text)
     except Exception as exc:
         raise UserError(f"config file {path} is not valid {path.suffix[1:].upper()}: "
                         f"{str(exc).splitlines()[0]}") from None
@@ -99,15 +80,28 @@ def parse_value(text: str) -> Any:
     import yaml
 
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        return _yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-        except ValueError:
-            pass
-    return value
+
+
+def _yaml(text: str):
+    """``yaml.safe_load``, but ``1e-4`` is a number, as in YAML 1.2 and JSON (PyYAML follows
+    YAML 1.1, whose floats need a dot and a signed exponent, and reads it as a string)."""
+    import yaml
+
+    return yaml.load(text, Loader=_loader())
+
+
+@functools.cache
+def _loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+    return Loader
 
 
 def _checked(key: str, old: Any, new: Any) -> Any:

@@ -46,7 +46,7 @@ class RunContext:
     config: dict
     device: Any  # torch.device
     work_dir: Path
-    data_root: Path
+    data_root: Path | None  # None: the Python API's predict, which brings its own images
     options: RunOptions
     hooks: Any  # the model's hooks: its plugin's implementations, then core's defaults
     progress: bool = True
@@ -65,13 +65,16 @@ class RunContext:
         return self.rank == 0
 
     def dataset(self, split: str, train: bool = False, input_size=None):
-        """The ``split`` of this run's data (COCO root or the synthetic set), letterboxed."""
+        """The ``split`` of this run's data (a COCO, YOLO or VOC folder, or the synthetic set),
+        letterboxed."""
         from .data.coco import CocoDetection
+        from .data.transforms import LetterboxPolicy
 
         dcfg = self.config["data"]
         return CocoDetection(self.data_root, split, input_size or dcfg["input_size"],
                              masks=self.spec.task_type == "segm", hflip_prob=float(dcfg["hflip"]),
-                             train=train, max_images=int(dcfg["max_images"]))
+                             train=train, max_images=int(dcfg["max_images"]),
+                             letterbox=LetterboxPolicy.from_config(dcfg))
 
     def build_model(self, num_classes: int):
         """The plugin's model for ``num_classes`` classes (a plugin failure is one line)."""

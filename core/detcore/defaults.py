@@ -26,6 +26,14 @@ def export(ctx, model, path, fmt):
 
 
 @hookimpl(trylast=True)
+def log_metrics(ctx, event, step, epoch, metrics):
+    """TensorBoard event files in ``WORK_DIR/tensorboard`` (when tensorboard is installed)."""
+    from .train.tensorboard import log_metrics as to_tensorboard
+
+    to_tensorboard(ctx, event, step, epoch, metrics)
+
+
+@hookimpl(trylast=True)
 def baseline_train_step(spec, config, model, optimizer):
     """A bare PyTorch step over the Detector: no upstream code (``detcore bench`` says so)."""
 

@@ -21,8 +21,39 @@ def cann_home() -> str | None:
     return str(CANN_DEFAULT) if CANN_DEFAULT.exists() else None
 
 
+def cann_version(home: str | None = None) -> str | None:
+    """The CANN toolkit's version, from the install record it writes beside itself
+    (``<home>/<arch>-linux/ascend_toolkit_install.info``, line ``version=8.0.0``; Ascend's
+    installation guide, "File Paths"). ``home``: :func:`cann_home` by default."""
+    home = home or cann_home()
+    if home is None:
+        return None
+    for root in (Path(home), Path(home) / "latest"):
+        for info in sorted(root.glob("*-linux/ascend_toolkit_install.info")):
+            for line in info.read_text(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "version" and value.strip():
+                    return value.strip()
+    return None
+
+
 def torch_npu_installed() -> bool:
     return importlib.util.find_spec("torch_npu") is not None
+
+
+def torch_npu_version() -> str | None:
+    """The version of the torch_npu this process loaded (what it says of itself), else of the
+    installed distribution; None when there is neither."""
+    import sys
+    from importlib import metadata
+
+    loaded = sys.modules.get("torch_npu")
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return str(loaded.__version__)
+    try:
+        return metadata.version("torch_npu")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def npu_status() -> tuple[bool, str]:

@@ -30,10 +30,15 @@ def export_model(ctx, model, path: Path, fmt: str) -> dict:
     """Core's ``export`` hook: ONNX checked with onnxruntime, then ``atc`` for ``om``."""
     ecfg = ctx.config["export"]
     batch = int(ctx.options.batch_size or ecfg["batch_size"])
-    info = export_onnx(model, path, ctx.config["data"]["input_size"], batch, int(ecfg["opset"]),
-                       bool(ecfg["dynamic_batch"]), sample=_val_images(ctx, batch))
+    # the ONNX file atc converts takes the opset the reference's atc took (export.om_opset)
+    key = "om_opset" if fmt == "om" else "opset"
+    opset = int(ecfg[key])
+    info = export_onnx(model, path, ctx.config["data"]["input_size"], batch, opset,
+                       bool(ecfg["dynamic_batch"]), sample=_val_images(ctx, batch),
+                       opset_key=f"export.{key}")
     verify(path, info, float(model.export_tolerance))
-    artifacts = {"onnx": info["onnx"], "onnx_inputs": info["inputs"], "onnx_outputs": info["outputs"]}
+    artifacts = {"onnx": info["onnx"], "onnx_opset": opset, "onnx_inputs": info["inputs"],
+                 "onnx_outputs": info["outputs"]}
     metrics = {f"parity_max_abs_diff_{k}": v for k, v in info["parity_max_abs_diff"].items()}
     metrics["parity_unmatched"] = info["parity_unmatched"]
     metrics["parity_unmatched_above_floor"] = info["parity_unmatched_above_floor"]
@@ -95,9 +100,15 @@ def check_contract(model, images: torch.Tensor, outputs) -> None:
                             f"{dtype} (see detcore.model.Detector)")
 
 
+#: What a failed export suggests for each opset key (``export.om_opset``: the highest opset
+#: CANN 6.0's atc documents).
+OPSET_HINTS = {"export.opset": 17, "export.om_opset": 13}
+
+
 def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dynamic_batch: bool,
-                sample: torch.Tensor | None = None) -> dict:
-    """Trace ``model.export_forward`` to ONNX and compare onnxruntime with PyTorch."""
+                sample: torch.Tensor | None = None, opset_key: str = "export.opset") -> dict:
+    """Trace ``model.export_forward`` to ONNX and compare onnxruntime with PyTorch
+    (``opset_key``: the config key the opset came from, named when the export fails)."""
     model = model.eval().cpu()
     h, w = (int(v) for v in input_size)
     dummy = sample if sample is not None else torch.rand(batch_size, 3, h, w)
@@ -119,7 +130,7 @@ def export_onnx(model, path: Path, input_size, batch_size: int, opset: int, dyna
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "opset" in first.lower():
                 raise UserError(f"ONNX export failed with opset {opset}: {first}; try "
-                                f"--set export.opset=17") from None
+                                f"--set {opset_key}={OPSET_HINTS[opset_key]}") from None
             raise
     _declare_output_shapes(tmp, ref, dynamic_batch)
     tmp.replace(path)

@@ -7,7 +7,8 @@ has a default in core (``detcore.defaults``) that a plugin may override.
 
 Core calls a model's hooks only on the plugin that declared the model in
 ``register_models``, then on core's defaults: an implementation never checks
-whether ``spec`` is its own. ``firstresult`` hooks stop at the first result that
+whether ``spec`` is its own (the hooks in :data:`BROADCAST`, ``log_metrics``, run on every
+plugin). ``firstresult`` hooks stop at the first result that
 is not ``None``; core's defaults are ``trylast``, so the plugin's runs first, and
 returning ``None`` hands the call to core's default.
 
@@ -19,6 +20,10 @@ from __future__ import annotations
 import pluggy
 
 hookspec = pluggy.HookspecMarker("detcore")
+
+#: Hooks core calls on every loaded plugin, not only on the model's owner: a tracker plugin
+#: (MLflow, Weights & Biases) declares no model, yet logs the runs of every model.
+BROADCAST = ("log_metrics",)
 
 
 @hookspec
@@ -42,6 +47,18 @@ def apply_npu_patches(spec, config, device):
     the end of the run); apply them with :func:`detcore.patching.apply_patches`, which
     reverts those already applied if one fails. Each patch must be reversible and
     numerically equivalent to the code it replaces within the tolerance it states.
+    """
+
+
+@hookspec
+def npu_patches(spec):
+    """The :class:`detcore.patching.Patch` classes ``apply_npu_patches`` applies for ``spec``,
+    in application order, without applying anything (each constructible as ``cls(device)``).
+
+    ``detcore patches`` lists them (targets, the NPU limitation, tolerance, torch_npu ops,
+    ``--diff``), and the conformance suite checks that they are what ``apply_npu_patches``
+    applies, that their fingerprints match the pinned upstream and that their NPU branches
+    call the ``torch_npu`` ops they declare. Keep one tuple of classes that both hooks use.
     """
 
 
@@ -109,4 +126,28 @@ def baseline_train_step(spec, config, model, optimizer):
     own training machinery (e.g. effdet's ``DetBenchTrain``, mmengine's
     ``model.train_step``). Core's default is a bare PyTorch loop over the Detector,
     which ``detcore bench`` labels as such: it measures no upstream.
+    """
+
+
+@hookspec
+def log_metrics(ctx, event, step, epoch, metrics):
+    """Send a training run's numbers to an experiment tracker. Not ``firstresult``, and called
+    on every loaded plugin (:data:`BROADCAST`): TensorBoard and a third-party tracker both run.
+
+    Core's training loop calls it on rank 0 only (never on the other workers of a distributed
+    job), with ``event``:
+
+    - ``"start"`` once, ``metrics`` empty: log ``ctx.config`` (the resolved run config) as the
+      run's parameters;
+    - ``"step"`` every ``train.log_interval`` steps: ``loss``, the loss terms, ``lr``, ``fps``
+      (``None`` during the warm-up), ``skipped_steps``, and ``loss_scale`` with AMP;
+    - ``"epoch"`` at each epoch's end: the epoch's mean loss terms and ``lr``;
+    - ``"eval"`` after each evaluation (``train.eval_every``, ``train.eval_after``): COCO metrics;
+    - ``"end"`` once, also when training fails or is interrupted, ``metrics`` empty: flush, close.
+
+    ``step`` is the global optimisation step, ``epoch`` the number of completed epochs (the same
+    numbers as ``metrics.jsonl``). Core's default writes TensorBoard event files to
+    ``WORK_DIR/tensorboard`` when ``tensorboard`` is installed and ``train.tensorboard`` is on.
+    Return nothing. An exception raised here stops the run: a tracker that may fail (a server
+    out of reach) should catch and log its own errors.
     """

@@ -115,7 +115,7 @@ def run_offline(engine, dataset, batch_size: int, progress: bool) -> tuple[list[
         engine_s += time.perf_counter() - t0
         images_done += real
         for out, (_, target) in zip(decode_outputs(outputs)[:real], samples):
-            results.extend(to_coco_results(out, target, dataset.label_to_cat))
+            results.extend(to_coco_results(out, target, dataset.label_to_cat, dataset.letterbox))
     total_s = time.perf_counter() - start
     perf = {"fps": round(images_done / engine_s, 3) if engine_s else None,
             "end_to_end_fps": round(images_done / total_s, 3) if total_s else None,

@@ -35,11 +35,15 @@ def torchrun_command(argv, device: str, nproc: int, nnodes: int, node_rank: int,
 
 
 def check_nproc(kind: str, nproc: int) -> None:
-    """One worker per accelerator; on CPU, at most one worker per core."""
-    from .devices import device_count
-    from .errors import UserError
+    """One worker per accelerator; on CPU, at most one worker per core. An accelerator that is
+    not there at all is named with what is missing, as a single-process run names it."""
+    from .devices import cuda_status, device_count, npu_status
+    from .errors import MissingDependency, UserError
 
     available = device_count(kind)
+    if available == 0 and kind in ("cuda", "npu"):
+        why = (npu_status if kind == "npu" else cuda_status)()[1]
+        raise MissingDependency(f"--device {kind}: {why}")
     if nproc > available:
         what = "CPU cores" if kind == "cpu" else f"{kind} devices"
         raise UserError(f"--nproc {nproc} is more than the {available} {what} present; "

@@ -153,7 +153,9 @@ class Registry:
 
 class ModelHooks:
     """Hook callers bound to one plugin: ``hooks.build_model(spec=..., ...)`` runs the owner's
-    implementation (and core's ``trylast`` default), never another plugin's."""
+    implementation (and core's ``trylast`` default), never another plugin's. The hooks in
+    :data:`detcore.hookspecs.BROADCAST` (``log_metrics``) run on every plugin: a tracker plugin
+    logs every model's runs."""
 
     def __init__(self, pm: pluggy.PluginManager, owner: str):
         self._pm = pm
@@ -163,6 +165,8 @@ class ModelHooks:
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in hookspecs.BROADCAST:
+            return getattr(self._pm.hook, name)
         return self._pm.subset_hook_caller(name, self._others)
 
 

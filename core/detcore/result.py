@@ -31,11 +31,16 @@ REQUIRED_KEYS = ("schema_version", "status", "model", "task", "config", "device"
 
 def versions(spec) -> dict:
     out = {"python": platform.python_version(), "detcore": __version__}
-    for dist in ("torch", "torchvision", "torch_npu", "onnx", "onnxruntime", "pycocotools"):
+    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "pycocotools"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    from .devices import torch_npu_version
+
+    npu = torch_npu_version()  # the one this run loaded (a simulated one says so), if any
+    if npu:
+        out["torch_npu"] = npu
     for req in spec.upstream:
         from packaging.requirements import Requirement
 

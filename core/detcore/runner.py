@@ -3,6 +3,7 @@ once, then run one task. Below this module nothing re-reads the environment or t
 line, or decides any of these again."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -39,7 +40,9 @@ def check_options(opts: RunOptions) -> None:
                             f"{', '.join(allowed)}")
 
 
-def prepare(registry, opts: RunOptions) -> RunContext:
+def prepare(registry, opts: RunOptions, in_memory: bool = False) -> RunContext:
+    """Resolve ``opts`` once. ``in_memory``: the caller brings its images and writes nothing
+    (the Python API's predict), so no work dir is made and no synthetic set generated."""
     from .config import resolve_config
 
     check_options(opts)
@@ -48,7 +51,8 @@ def prepare(registry, opts: RunOptions) -> RunContext:
     config_name, config = resolve_config(spec, opts.config, list(opts.sets))
     _task_config(config, opts)
     work_dir = Path(opts.work_dir) if opts.work_dir else default_work_dir(spec.name, opts.task)
-    _ensure_writable(work_dir)
+    if not in_memory:
+        _ensure_writable(work_dir)
     weights, init_weights = _weights(spec, opts)
     from . import distributed as dist
     from .devices import resolve_device
@@ -57,7 +61,7 @@ def prepare(registry, opts: RunOptions) -> RunContext:
                                                       zip(_WORLD_ENV, (0, 0, 1, 1)))
     device = resolve_device(opts.device, local_rank)
     dist.init(device, world_size, float(config["train"]["dist_timeout_s"]))
-    data_root = Path(opts.data) if opts.data else synthetic_root(config)
+    data_root = Path(opts.data) if opts.data else None if in_memory else synthetic_root(config)
     return RunContext(spec=spec, config_name=config_name, config=config, device=device,
                       work_dir=work_dir, data_root=data_root, options=opts,
                       hooks=registry.hooks_for(spec), progress=opts.progress and rank == 0,
@@ -67,14 +71,16 @@ def prepare(registry, opts: RunOptions) -> RunContext:
 
 
 def _task_config(config: dict, opts: RunOptions) -> None:
-    """What the options and the task mean for the config: AMP, loss scale, ``perf``'s length."""
+    """What the options and the task mean for the config: AMP, loss scale, ``perf``'s length
+    (``--amp`` is one of :data:`CHOICES`, checked by :func:`check_options`)."""
+    from .config_schema import CORE_KEYS, check
+
     tcfg = config["train"]
     if opts.amp is not None:
         tcfg["amp"] = opts.amp
     if opts.loss_scale is not None:
+        check("train.loss_scale", opts.loss_scale, CORE_KEYS["train.loss_scale"], "--loss-scale")
         tcfg["loss_scale"] = opts.loss_scale
-    if tcfg["amp"] not in CHOICES["amp"]:
-        raise UserError(f"train.amp {tcfg['amp']!r}: use one of {', '.join(CHOICES['amp'])}")
     if opts.task == "perf":  # the reference's train_performance_*.sh: fixed steps, FPS only
         tcfg["max_steps"] = int(tcfg["perf_steps"]) + int(tcfg["warmup_fps_steps"])
         tcfg["eval_after"] = False
@@ -147,17 +153,28 @@ def run(registry, opts: RunOptions) -> dict | None:
     started, t0 = now(), time.perf_counter()
     ctx = prepare(registry, opts)
     try:
-        _apply_patches(ctx)
-        metrics, fps = TASKS[opts.task](ctx)
+        with patched(ctx):
+            metrics, fps = TASKS[opts.task](ctx)
     finally:
-        for patch in reversed(ctx.patches):
-            patch.revert()
         dist.shutdown()
     if not ctx.is_main:
         return None
     result = build_result(ctx, opts.task, metrics, fps, started, time.perf_counter() - t0)
     write_json_atomic(ctx.work_dir / "result.json", result)
     return result
+
+
+@contextlib.contextmanager
+def patched(ctx: RunContext):
+    """The model's vendored NPU patches (``--patches``) applied for the block, then reverted, so
+    a process that runs several tasks (the Python API) never leaves one behind."""
+    try:
+        _apply_patches(ctx)
+        yield ctx
+    finally:
+        for patch in reversed(ctx.patches):
+            patch.revert()
+        ctx.patches.clear()
 
 
 def _apply_patches(ctx: RunContext) -> None:

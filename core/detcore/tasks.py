@@ -11,11 +11,13 @@ from .errors import UserError
 
 def trained_model(ctx: RunContext, num_classes: int | None = None):
     """Build the model and load ``ctx.weights`` strictly: ``(model on the device, checkpoint)``."""
-    from .checkpoint import load_checkpoint, load_model_weights
+    from .checkpoint import load_checkpoint, load_model_weights, recorded_classes
 
     ckpt = load_checkpoint(ctx.weights, ctx.spec.checkpoint_globals)
-    n = num_classes or ckpt.get("num_classes")
-    if n is None and ctx.options.data:  # an upstream checkpoint: the COCO root given says
+    recorded = recorded_classes(ckpt)
+    recorded = len(recorded) if isinstance(recorded, list) else recorded
+    n = num_classes or recorded
+    if n is None and ctx.options.data:  # a plain state dict: the COCO root given says
         try:
             n = ctx.dataset("val").num_classes
         except UserError:
@@ -23,8 +25,8 @@ def trained_model(ctx: RunContext, num_classes: int | None = None):
     if n is None:
         raise UserError(f"{ctx.weights} does not record its class count; pass --data with the "
                         f"dataset it was trained on")
-    if num_classes and ckpt.get("num_classes") not in (None, num_classes):
-        raise UserError(f"{ctx.weights} was trained for {ckpt['num_classes']} classes but the data "
+    if num_classes and recorded not in (None, num_classes):
+        raise UserError(f"{ctx.weights} was trained for {recorded} classes but the data "
                         f"has {num_classes}; use --task finetune to adapt it")
     model = ctx.build_model(int(n))
     load_model_weights(model, ckpt, str(ctx.weights), finetune=False, expected_model=ctx.spec.name)
@@ -33,7 +35,15 @@ def trained_model(ctx: RunContext, num_classes: int | None = None):
 
 
 def task_train(ctx: RunContext):
-    """``train`` and ``finetune``: the runner has set what differs in ``ctx``."""
+    """``train`` and ``finetune``: the runner has set what differs in ``ctx``; then the plots."""
+    from .report.outputs import write_outputs
+
+    metrics, fps = _fit(ctx)
+    write_outputs(ctx)
+    return metrics, fps
+
+
+def _fit(ctx: RunContext):
     result = ctx.hooks.train(ctx=ctx)
     ctx.artifacts.update(result.get("artifacts", {}))
     return result.get("metrics", {}), result.get("fps")
@@ -41,27 +51,43 @@ def task_train(ctx: RunContext):
 
 def task_perf(ctx: RunContext):
     """The reference's ``train_performance_*.sh``: a fixed number of steps (set by the runner)."""
-    metrics, fps = task_train(ctx)
+    metrics, fps = _fit(ctx)
     return {"steps": metrics.get("steps", 0)}, fps
 
 
 def task_eval(ctx: RunContext):
+    from .report.outputs import write_outputs
+
     data = ctx.dataset("val")
     model, _ = trained_model(ctx, data.num_classes)
-    return ctx.hooks.evaluate(ctx=ctx, model=model, dataset=data), None
+    metrics = ctx.hooks.evaluate(ctx=ctx, model=model, dataset=data)
+    write_outputs(ctx, data)
+    return metrics, None
+
+
+def load_predictor(ctx: RunContext):
+    """The trained model, loaded once, with what predicting needs from the run's config (the
+    letterbox, the class names the checkpoint records, ``predict.score_threshold``)."""
+    from .checkpoint import recorded_classes
+    from .data.transforms import LetterboxPolicy
+    from .predict import Predictor
+
+    model, ckpt = trained_model(ctx)
+    names = recorded_classes(ckpt)
+    dcfg = ctx.config["data"]
+    return Predictor(model, names if isinstance(names, list) else (), dcfg["input_size"],
+                     ctx.device, float(ctx.config["predict"]["score_threshold"]),
+                     LetterboxPolicy.from_config(dcfg))
 
 
 def task_predict(ctx: RunContext):
     from .predict import image_paths, predict_images
 
-    model, ckpt = trained_model(ctx)
-    names = ckpt.get("classes") or [str(i) for i in range(int(ckpt.get("num_classes", 0)))]
-    pcfg = ctx.config["predict"]
+    predictor = load_predictor(ctx)
     paths = image_paths(Path(ctx.options.data) if ctx.options.data else ctx.data_root,
-                        int(pcfg["max_images"]))
+                        int(ctx.config["predict"]["max_images"]))
     out_dir = ctx.work_dir / "images"
-    summary = predict_images(model, paths, ctx.config["data"]["input_size"], ctx.device, names,
-                             out_dir, float(pcfg["score_threshold"]))
+    summary = predict_images(predictor, paths, out_dir)
     ctx.artifacts["images"] = str(out_dir)
     ctx.artifacts["predicted"] = summary
     return {"images": len([s for s in summary if "output" in s]),

@@ -3,6 +3,7 @@
 Loaded in tests through ``DETCORE_PLUGIN_MODULES=tests.plugins.tiny``.
 """
 from detcore import hookimpl
+from detcore.config_schema import integer
 from detcore.spec import ModelSpec
 
 DETCORE_API_VERSION = 1
@@ -17,15 +18,18 @@ SMOKE = {
     "eval": {"batch_size": 4},
 }
 
+#: ``model.nan_at_step`` is left undeclared: tests see how an undeclared key behaves.
+MODEL_KEYS = {"model.width": integer("conv channels of the backbone and head", ge=1)}
+
 
 @hookimpl
 def register_models():
     wide = {**SMOKE, "model": {**SMOKE["model"], "width": 64}}
     return [ModelSpec(name="tiny-fcos", task_type="bbox", upstream=("torchvision>=0.19",),
-                      configs={"smoke": SMOKE}, default_config="smoke",
+                      configs={"smoke": SMOKE}, default_config="smoke", config_keys=MODEL_KEYS,
                       description="torchvision FCOS, 3-stage conv backbone (tests only)"),
             ModelSpec(name="tiny-fcos-wide", task_type="bbox", upstream=("torchvision>=0.19",),
-                      configs={"smoke": wide}, default_config="smoke",
+                      configs={"smoke": wide}, default_config="smoke", config_keys=MODEL_KEYS,
                       description="the same, wider (tests: a checkpoint of another model)")]
 
 

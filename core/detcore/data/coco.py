@@ -1,9 +1,12 @@
-"""COCO-layout datasets read with pycocotools, checked up front so bad data fails in one line.
+"""Datasets in COCO form, read with pycocotools and checked up front so bad data fails in one line.
 
-Layout (as in the reference READMEs)::
+``--data`` may hold any layout :mod:`.layout` detects: COCO as in the reference READMEs::
 
     ROOT/annotations/instances_{train,val}2017.json
     ROOT/train2017/*.jpg   ROOT/val2017/*.jpg
+
+or YOLO (:mod:`.yolo`) or Pascal VOC (:mod:`.voc`), converted in memory to the same COCO dict.
+Every layout then goes through the same checks and repairs here (:func:`load_coco`).
 """
 from __future__ import annotations
 
@@ -13,28 +16,64 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import UserError
-from .transforms import hflip, letterbox, letterbox_masks, to_rgb_array
+from .layout import Raw, detect
+from .transforms import DEFAULT, LetterboxPolicy, hflip, letterbox, letterbox_masks, to_rgb_array
+from .voc import read_voc
+from .yolo import read_yolo
 
 log = logging.getLogger("detcore.data")
 SPLITS = {"train": "train2017", "val": "val2017"}
+CLIPPED = "boxes clipped to their image"
+#: A box past its image edge by at most this is rounding (YOLO's 6-decimal normalised labels
+#: end at 1.0000005): clipped without a count.
+NOISE_PX = 0.01
+
+
+class Split(NamedTuple):
+    """One split in COCO form: the indexed ``COCO``, the folder its ``file_name``s are relative
+    to, the counted repairs (``report``), how messages name its source, and the layout read."""
+
+    coco: Any
+    image_dir: Path
+    report: Counter
+    where: str
+    layout: str
 
 
 def annotation_file(root: Path, split: str) -> Path:
     return Path(root) / "annotations" / f"instances_{SPLITS[split]}.json"
 
 
-def load_coco(root: Path, split: str):
-    """Validate the layout and JSON, return ``(COCO, image_dir, report)``."""
+def load_coco(root: Path, split: str) -> Split:
+    """The ``split`` of the dataset at ``root``, whatever its layout: read, checked, repaired
+    with counted warnings, and indexed by pycocotools for training and evaluation alike."""
     from pycocotools.coco import COCO
 
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"dataset root {root} does not exist: pass --data DIR with a COCO layout "
-                        f"(annotations/, train2017/, val2017/), or omit --data for the synthetic set")
+    layout = detect(root)
+    raw = {"coco": read_coco_json, "yolo": read_yolo, "voc": read_voc}[layout](Path(root), split)
+    dataset = raw.dataset
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise UserError(f"{raw.where}: missing or invalid {key!r} list")
+    if not dataset["categories"]:
+        raise UserError(f"{raw.where}: 'categories' is empty; a detector needs at least one class")
+    if not dataset["images"]:
+        raise UserError(f"{raw.where}: the dataset has no images")
+    report = _clean(dataset, raw.image_dir, raw.where, raw.problems)
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return Split(coco, raw.image_dir, report, raw.where, layout)
+
+
+def read_coco_json(root: Path, split: str) -> Raw:
+    """A COCO layout's annotation file for ``split``, with its JSON and folders checked."""
     ann = annotation_file(root, split)
     if not ann.parent.is_dir():
         raise UserError(f"{root} has no annotations/ folder: expected {ann}")
@@ -46,36 +85,25 @@ def load_coco(root: Path, split: str):
         raise UserError(f"{ann} is not valid JSON ({exc}); re-export or re-download it") from None
     if not isinstance(dataset, dict):
         raise UserError(f"{ann}: top level must be an object with images/annotations/categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise UserError(f"{ann}: missing or invalid {key!r} list")
-    if not dataset["categories"]:
-        raise UserError(f"{ann}: 'categories' is empty; a detector needs at least one class")
-    if not dataset["images"]:
-        raise UserError(f"{ann}: the dataset has no images")
     image_dir = root / SPLITS[split]
     if not image_dir.is_dir():
         raise UserError(f"image folder {image_dir} does not exist")
-    report = _clean(dataset, image_dir, ann)
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco, image_dir, report
+    return Raw(dataset, image_dir, str(ann), Counter())
 
 
-def _clean(dataset: dict, image_dir: Path, ann_path: Path) -> Counter:
-    """Check references and geometry; fix what is safe (clip, drop) and count it."""
-    report: Counter = Counter()
+def _clean(dataset: dict, image_dir: Path, where: str, problems: Counter) -> Counter:
+    """Check references and geometry; fix what is safe (clip, drop) and count it, adding to
+    what the layout's reader already counted (``problems``)."""
+    report: Counter = Counter(problems)
     try:
         images = {img["id"]: img for img in dataset["images"]}
         cat_ids = {cat["id"] for cat in dataset["categories"]}
     except (KeyError, TypeError) as exc:
-        raise UserError(f"{ann_path}: an image or category entry lacks {exc}") from None
+        raise UserError(f"{where}: an image or category entry lacks {exc}") from None
     missing = [img["file_name"] for img in images.values()
                if not (image_dir / str(img.get("file_name", ""))).is_file()]
     if missing:
-        raise UserError(f"{len(missing)} image(s) listed in {ann_path.name} are missing from "
+        raise UserError(f"{len(missing)} image(s) listed in {where} are missing from "
                         f"{image_dir}, e.g. {missing[0]}; fix the paths or remove those entries")
     kept = []
     for a in dataset["annotations"]:
@@ -102,14 +130,15 @@ def _clean(dataset: dict, image_dir: Path, ann_path: Path) -> Counter:
                 report["boxes outside their image dropped"] += 1
                 continue
             if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-                report["boxes clipped to their image"] += 1
+                if max(x0 - x, y0 - y, x + w - x1, y + h - y1) > NOISE_PX:
+                    report[CLIPPED] += 1
                 a["bbox"] = [x0, y0, x1 - x0, y1 - y0]
         a.setdefault("iscrowd", 0)
         a.setdefault("area", a["bbox"][2] * a["bbox"][3])
         kept.append(a)
     dataset["annotations"] = kept
     for problem, count in sorted(report.items()):
-        log.warning("%s: %d %s", ann_path.name, count, problem)
+        log.warning("%s: %d %s", where, count, problem)
     return report
 
 
@@ -122,9 +151,11 @@ class CocoDetection:
     """
 
     def __init__(self, root, split: str, input_size, *, masks: bool = False,
-                 hflip_prob: float = 0.0, train: bool = False, max_images: int = 0):
+                 hflip_prob: float = 0.0, train: bool = False, max_images: int = 0,
+                 letterbox: LetterboxPolicy = DEFAULT):
         self.root, self.split = Path(root), split
-        self.coco, self.image_dir, self.report = load_coco(self.root, split)
+        self.letterbox = letterbox
+        self.coco, self.image_dir, self.report, self.where, self.layout = load_coco(self.root, split)
         self.input_size = tuple(int(v) for v in input_size)
         self.masks, self.hflip_prob, self.train = masks, hflip_prob, train
         cats = sorted(self.coco.getCatIds())
@@ -135,8 +166,8 @@ class CocoDetection:
         if train:
             ids = [i for i in ids if self._annotations(i)]
             if not ids:
-                raise UserError(f"{annotation_file(self.root, split)}: no image has a usable "
-                                f"annotation; nothing to train on")
+                raise UserError(f"{self.where}: no image has a usable annotation; nothing to "
+                                f"train on")
         self.ids = ids[:max_images] if max_images else ids
         self.seed, self.epoch = 0, 0
 
@@ -155,15 +186,11 @@ class CocoDetection:
         return [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
 
     def read_image(self, image_id: int) -> np.ndarray | None:
-        from PIL import Image, UnidentifiedImageError
-
         path = self.image_dir / self.coco.imgs[image_id]["file_name"]
-        try:
-            with Image.open(path) as im:
-                return to_rgb_array(im)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            log.warning("skipping unreadable image %s: %s", path, exc)
-            return None
+        image, reason = read_rgb(path)
+        if image is None:
+            log.warning("skipping unreadable image %s: %s", path, reason)
+        return image
 
     def __getitem__(self, index: int):
         image_id = self.ids[index]
@@ -172,17 +199,17 @@ class CocoDetection:
             return None
         anns = self._annotations(image_id)
         h, w = image.shape[:2]
-        canvas, scale = letterbox(image, self.input_size)
+        canvas, scale = letterbox(image, self.input_size, self.letterbox)
         boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                            a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        boxes *= scale
+        boxes = self.letterbox.to_canvas(boxes, (h, w), scale)
         labels = np.array([self.cat_to_label[a["category_id"]] for a in anns], dtype=np.int64)
         masks = None
         if self.masks:
             raw = np.stack([self._mask(a, h, w) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
-            masks = letterbox_masks(raw, scale, self.input_size)
+            masks = letterbox_masks(raw, scale, self.input_size, self.letterbox)
         flip_draw = np.random.default_rng((self.seed, self.epoch, index)).random()
         if self.train and self.hflip_prob and flip_draw < self.hflip_prob:
             canvas, boxes, masks = hflip(canvas, boxes, masks)
@@ -204,6 +231,18 @@ class CocoDetection:
         else:
             rle = seg
         return mask_utils.decode(rle).astype(np.uint8)
+
+
+def read_rgb(path: Path) -> tuple[np.ndarray | None, str]:
+    """``(HWC uint8 RGB, "")``, or ``(None, why)`` when the file does not decode: the one
+    reading of an image that training, evaluation and ``detcore data check`` share."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return to_rgb_array(im), ""
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        return None, str(exc)
 
 
 def make_sample(canvas, boxes, labels, masks, image_id, scale, orig_size):

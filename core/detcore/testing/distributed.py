@@ -25,24 +25,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _command(model: str, work: Path, args) -> list[str]:
+def _command(model: str, work: Path, args, device: str = "cpu") -> list[str]:
     return [sys.executable, "-m", "detcore.cli", "run", "--model", model, "--task", "train",
-            "--device", "cpu", "--no-progress", "--work-dir", str(work), *map(str, args)]
+            "--device", device, "--no-progress", "--work-dir", str(work), *map(str, args)]
 
 
-def _env() -> dict:
+def _env(base=None) -> dict:
     # one intra-op thread per worker: two workers share this machine's cores
-    return {**os.environ, "OMP_NUM_THREADS": "1", "DETCORE_LOG": "WARNING"}
+    return {**(os.environ if base is None else base), "OMP_NUM_THREADS": "1",
+            "DETCORE_LOG": "WARNING"}
 
 
 def _result(work: Path) -> dict:
     return json.loads((work / "result.json").read_text())
 
 
-def train_two_workers(model: str, work: Path, *args, timeout: float = 900) -> dict:
-    """``detcore run --nproc 2``: two workers on this machine."""
-    cmd = _command(model, work, ["--nproc", 2, "--master-port", free_port(), *args])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+def train_two_workers(model: str, work: Path, *args, timeout: float = 900, env=None,
+                      device: str = "cpu") -> dict:
+    """``detcore run --nproc 2``: two workers on this machine (on ``device``; ``env`` for the
+    CLI, e.g. :func:`detcore.testing.npu_device.simulated_host_env` with ``device="npu"``)."""
+    cmd = _command(model, work, ["--nproc", 2, "--master-port", free_port(), *args], device)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(env), timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-3000:]}"
     return _result(work)
 

@@ -9,7 +9,8 @@ shapes and dtypes, padding values and the documented restrictions, which it enfo
 (it raises where the documentation says an input is not allowed, and also where real
 hardware would silently give "unpredictable results", so that a test sees it).
 
-What it proves and what it cannot: see :data:`LIMITS`.
+What it proves and what it cannot: see :data:`LIMITS`. For a whole simulated NPU *device*
+(``--device npu`` end to end, in subprocesses), see :mod:`detcore.testing.npu_device`.
 
 Use it in tests::
 
@@ -634,9 +635,11 @@ def real_torch_npu_importable() -> bool:
     if loaded is not None:
         return not is_simulated(loaded)
     try:
-        return importlib.util.find_spec("torch_npu") is not None
+        spec = importlib.util.find_spec("torch_npu")
     except (ImportError, ValueError):
         return False
+    # detcore.testing.npu_device's import hook (DETCORE_SIMULATE_NPU) finds the simulator
+    return spec is not None and not getattr(spec.loader, "detcore_simulated", False)
 
 
 def active() -> bool:
@@ -737,7 +740,14 @@ if pytest is not None:
         with simulated_torch_npu() as module:
             yield module
 
+    #: The simulated-NPU lane (dev/test.sh: ``pytest -m npu_sim`` under coverage).
+    MARKER = "npu_sim"
+
     def pytest_configure(config):
+        config.addinivalue_line(
+            "markers", f"{MARKER}: the simulated-NPU lane: NPU code paths, under detcore.testing's "
+                       f"torch_npu simulator or without torch_npu (tests using the simulated_npu "
+                       f"fixture, and tests with npu as a word of their name, get it)")
         try:
             wanted, product = from_env()
         except ValueError as exc:
@@ -748,6 +758,15 @@ if pytest is not None:
             except RealTorchNpuPresent as exc:
                 raise pytest.UsageError(str(exc)) from None
             config._detcore_npu_sim = True
+
+    def pytest_collection_modifyitems(config, items):
+        import re
+
+        for item in items:
+            name = getattr(item, "originalname", None) or item.name
+            if "simulated_npu" in getattr(item, "fixturenames", ()) \
+                    or re.search(r"(^|_)npu($|_)", name):
+                item.add_marker(MARKER)
 
     def pytest_unconfigure(config):
         if getattr(config, "_detcore_npu_sim", False):

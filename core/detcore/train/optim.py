@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from ..config_schema import SCHEDULERS
 from ..errors import UserError
 
 
@@ -31,8 +32,8 @@ def default_optimizer(model: torch.nn.Module, cfg: dict, world_size: int):
 def build_scheduler(optimizer, scfg: dict, total_steps: int):
     """Linear warm-up, then ``cosine``, ``step`` (milestones as fractions) or ``constant``."""
     name = str(scfg["name"])
-    if name not in ("cosine", "step", "constant"):
-        raise UserError(f"scheduler.name {name!r}: use cosine, step or constant")
+    if name not in SCHEDULERS:
+        raise UserError(f"scheduler.name {name!r}: use one of {', '.join(SCHEDULERS)}")
     warm = min(int(scfg["warmup_steps"]), max(0, total_steps - 1))
     ratio = float(scfg["warmup_ratio"])
     total = max(1, total_steps)

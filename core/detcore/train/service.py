@@ -32,15 +32,20 @@ def train(ctx) -> dict:
             raise UserError(f"--resume: no checkpoint at {trainer.ckpt_path}; start without "
                             f"--resume or pass the --work-dir of the run to continue")
         trainer.resume(trainer.ckpt_path)
-    stats = trainer.fit()
-    artifacts = {"checkpoint": stats["checkpoint"], "metrics_log": str(trainer.metrics_path)}
-    metrics = {"steps": stats["steps"], "skipped_steps": stats["skipped_steps"]}
+    trainer.runlog.start(trainer.global_step, trainer.epoch)
+    try:
+        stats = trainer.fit()
+        metrics = {"steps": stats["steps"], "skipped_steps": stats["skipped_steps"]}
+        if stats["final_loss"] is not None:
+            metrics["final_loss"] = round(stats["final_loss"], 5)
+        if tcfg["eval_after"]:
+            metrics.update(trainer.evaluate())
+    finally:  # trackers are closed whatever stopped the run
+        trainer.runlog.end(trainer.global_step, trainer.epoch)
+    artifacts = {"checkpoint": stats["checkpoint"], "metrics_log": str(trainer.runlog.steps_path)}
+    if trainer.runlog.evals_path.is_file():
+        artifacts["eval_log"] = str(trainer.runlog.evals_path)
     if trainer.cut_at is not None:  # the time cap stopped it: say so, the schedule was not run out
         artifacts["schedule_cut"] = {"reason": "train.max_minutes", "at_step": trainer.cut_at,
                                      "planned_steps": stats["planned_steps"]}
-    if stats["final_loss"] is not None:
-        metrics["final_loss"] = round(stats["final_loss"], 5)
-    if tcfg["eval_after"]:
-        metrics.update(ctx.hooks.evaluate(ctx=ctx, model=trainer.eval_model(),
-                                          dataset=ctx.dataset("val")))
     return {"metrics": metrics, "fps": stats["fps"], "artifacts": artifacts}

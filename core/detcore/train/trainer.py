@@ -5,7 +5,6 @@ The plugin supplies the model (``build_model``) and may supply the optimizer
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -24,6 +23,7 @@ from ..errors import UserError
 from .amp import NonFiniteLoss, StaticLossScaler, autocast, make_scaler
 from .loader import train_loader
 from .optim import build_scheduler, default_optimizer
+from .runlog import RunLog
 
 log = logging.getLogger("detcore.train")
 
@@ -81,7 +81,11 @@ class Trainer:
         self.cut_at = None  # the step train.max_minutes stopped the run at, if it did
         self.work_dir = Path(ctx.work_dir)
         self.ckpt_path = self.work_dir / "checkpoints" / "last.pt"
-        self.metrics_path = self.work_dir / "metrics.jsonl"
+        self.runlog = RunLog(ctx)
+        # this epoch's loss terms summed over its steps (after a --resume mid-epoch: the steps since)
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_steps = 0
+        self.val_set = None  # built on the first evaluation
 
     def _sync_batchnorm(self, model):
         """BatchNorm -> SyncBatchNorm; a model may convert itself (timm's BatchNormAct2d
@@ -188,6 +192,7 @@ class Trainer:
             tick = time.perf_counter()
             for batch in self.batches(self.epoch, skip=self.step_in_epoch * self.batch_size):
                 losses = self.step(batch)
+                self._add_to_epoch(losses)
                 self.step_in_epoch += 1
                 self.global_step += 1
                 now = time.perf_counter()
@@ -226,11 +231,36 @@ class Trainer:
         return (batch for batch in self.loader if batch is not None)
 
     def end_epoch(self) -> None:
-        """Count the epoch and write its checkpoint (``train.checkpoint_every``)."""
+        """Count the epoch, log its mean losses, evaluate (``train.eval_every``) and write its
+        checkpoint (``train.checkpoint_every``). Evaluation comes first: the checkpoint then holds
+        the random state after it, so ``--resume`` continues as the uninterrupted run does."""
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        means = {k: v / self.epoch_steps for k, v in self.epoch_sums.items()}
+        self.runlog.epoch(self.global_step, self.epoch,
+                          {**means, "lr": self.optimizer.param_groups[0]["lr"]})
+        self.epoch_sums, self.epoch_steps = {}, 0
+        more = self.epoch < self.epochs and self.global_step < self.total_steps
+        eval_every = int(self.cfg["train"]["eval_every"])
+        if eval_every and self.epoch % eval_every == 0 and more:
+            self.evaluate()  # the last epoch's evaluation is train.eval_after's
         every = max(1, int(self.cfg["train"]["checkpoint_every"]))
         if self.epoch % every == 0 and self.epoch < self.epochs:
             self.save()  # the final checkpoint is written by fit()
+
+    def evaluate(self) -> dict:
+        """COCO metrics of :meth:`eval_model` on the validation split (every rank takes part:
+        evaluation is sharded), logged as an ``eval`` event."""
+        if self.val_set is None:
+            self.val_set = self.ctx.dataset("val")
+        metrics = self.ctx.hooks.evaluate(ctx=self.ctx, model=self.eval_model(),
+                                          dataset=self.val_set)
+        self.runlog.eval(self.global_step, self.epoch, metrics)
+        return metrics
+
+    def _add_to_epoch(self, losses: dict) -> None:
+        for key, value in losses.items():
+            self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
+        self.epoch_steps += 1
 
     def _stop_on_sigint(self):
         """First Ctrl-C: finish the current step, save, stop. A second one aborts at once."""
@@ -288,14 +318,11 @@ class Trainer:
     def _log(self, losses: dict, fps: float | None) -> None:
         if not self.is_main:
             return
-        record = {"step": self.global_step, "epoch": self.epoch, **losses,
-                  "lr": self.optimizer.param_groups[0]["lr"], "fps": fps,
+        record = {**losses, "lr": self.optimizer.param_groups[0]["lr"], "fps": fps,
                   "skipped_steps": self.skipped_steps}
         if self.scaler is not None:
             record["loss_scale"] = float(self.scaler.get_scale())
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self.runlog.step(self.global_step, self.epoch, record)
         if not self.ctx.progress:
             log.info("step %d/%d loss %.4f lr %.2e fps %s", self.global_step, self.total_steps,
                      losses["loss"], record["lr"], f"{fps:.1f}" if fps else "-")

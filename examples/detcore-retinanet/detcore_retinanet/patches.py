@@ -1,7 +1,8 @@
 """Vendored patches: small, named, reversible changes to upstream code.
 
 Each is a detcore.patching.Patch whose docstring names the limitation it works
-around and whose `tolerance` is what its equivalence test allows.
+around, whose `tolerance` is what its equivalence test allows and whose `replaces`
+names what it replaces, with a fingerprint of that upstream source.
 """
 from detcore.patching import Patch
 
@@ -17,6 +18,9 @@ class Float32FocalLoss(Patch):
 
     name = "float32-focal-loss"
     tolerance = 1e-6
+    #: what targets() sets, with the fingerprint of the torchvision source it replaces
+    #: (detcore.patching.fingerprint; the conformance suite says when it goes stale)
+    replaces = {"torchvision.models.detection.retinanet:sigmoid_focal_loss": "ffc3e6533bba7893"}
 
     def targets(self):
         from torchvision.ops import sigmoid_focal_loss

@@ -13,10 +13,10 @@ MODEL = "retinanet"
 
 @hookimpl
 def register_models():
-    from .configs import CONFIGS
+    from .configs import CONFIGS, MODEL_KEYS
 
     return [ModelSpec(name=MODEL, task_type="bbox", upstream=("torchvision>=0.19",),
-                      configs=CONFIGS, default_config="smoke",
+                      configs=CONFIGS, default_config="smoke", config_keys=MODEL_KEYS,
                       description="torchvision RetinaNet, ResNet-18 FPN backbone")]
 
 
@@ -34,6 +34,13 @@ def apply_npu_patches(spec, config, device):
     from .patches import PATCHES
 
     return apply_patches(patch(device) for patch in PATCHES)
+
+
+@hookimpl
+def npu_patches(spec):
+    from .patches import PATCHES
+
+    return list(PATCHES)
 
 
 @hookimpl

@@ -12,20 +12,39 @@ from __future__ import annotations
 
 import copy
 
+from detcore.config_schema import choice, integer, number, text
+
 from .variants import VARIANTS
 
+#: This plugin's ``model.*`` keys (``ModelSpec.config_keys``), checked when a run starts.
+MODEL_KEYS = {
+    "model.arch": text("the effdet model config built (effdet.get_efficientdet_config)"),
+    "model.drop_path_rate": number("backbone stochastic-depth rate (null: the arch's, 0.2 for "
+                                   "d0..d7)", ge=0, lt=1, nullable=True),
+    "model.max_targets": integer("ground-truth boxes padded to this fixed count (-1 fill)", ge=1),
+    "model.max_detection_points": integer("top-k anchor/class candidates fed to NMS (effdet: "
+                                          "5000)", ge=1),
+    "model.label_smoothing": number("focal-loss label smoothing", ge=0, lt=1),
+    "model.bn_momentum": number("BiFPN/head BatchNorm momentum (null: effdet's 0.01)", gt=0,
+                                le=1, nullable=True),
+    # effdet's checkpoints (released weights, effdet train.py runs) have its 90-output COCO
+    # head (category id - 1)
+    "model.coco_90_classes": choice("effdet's 90-output COCO head: true; auto: when the data has "
+                                    "COCO's 80 classes, mapping labels <-> outputs; false: one "
+                                    "output per class", (True, False, "auto")),
+}
+
+
 def model_section(name: str) -> dict:
+    """The ``model`` keys (:data:`MODEL_KEYS` says what each means)."""
     return {
-        "arch": VARIANTS[name].arch,   # effdet model config name
-        "drop_path_rate": None,        # None: the arch's default (0.2 for d0..d7)
-        "max_targets": 100,            # ground-truth boxes padded to this fixed count (-1 fill)
-        "max_detection_points": 5000,  # top-k anchor/class candidates fed to NMS (effdet's value)
+        "arch": VARIANTS[name].arch,
+        "drop_path_rate": None,
+        "max_targets": 100,
+        "max_detection_points": 5000,
         "nms_iou": 0.5,                # effdet's NMS IoU threshold
-        "label_smoothing": 0.0,        # effdet focal-loss label smoothing
-        "bn_momentum": None,           # BiFPN/head BN momentum; None: effdet's 0.01
-        # effdet's COCO head has 90 outputs (category id - 1), so its checkpoints (released
-        # weights, effdet train.py runs) have 90; auto: use that head when the data has COCO's
-        # 80 classes, mapping labels <-> outputs; false: one output per dataset class
+        "label_smoothing": 0.0,
+        "bn_momentum": None,
         "coco_90_classes": False,
     }
 

@@ -39,6 +39,7 @@ def _effdet_importable() -> tuple[bool, str]:
 def register_models():
     return [ModelSpec(name=name, task_type="bbox", upstream=UPSTREAM,
                       configs=configs.configs_for(name), default_config="smoke",
+                      config_keys=configs.MODEL_KEYS,
                       description=f"{variant.description} (effdet {variant.arch})",
                       needs={"effdet/timm import": _effdet_importable})
             for name, variant in VARIANTS.items()]
@@ -56,6 +57,13 @@ def apply_npu_patches(config, device):
     from .patches import apply_all
 
     return apply_all(config, device)
+
+
+@hookimpl
+def npu_patches():
+    from .patches import PATCHES
+
+    return list(PATCHES)
 
 
 @hookimpl

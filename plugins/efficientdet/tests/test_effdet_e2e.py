@@ -24,8 +24,8 @@ def test_cli_workflow(tmp_path):
     train = detcore(tmp_path, "train", "--set", "train.epochs=2", "--patches", "on")
     m = train["metrics"]
     assert m["steps"] == 8 and m["final_loss"] > 0 and "bbox_mAP" in m
-    assert train["artifacts"]["patches"] == ["static_same_pad", "npu_one_hot", "fixed_size_nms",
-                                             "fpn_combine_stack", "fused_sgd"]
+    assert train["artifacts"]["patches"] == ["npu_one_hot", "fixed_size_nms", "fpn_combine_stack",
+                                             "fused_sgd"]
     ckpt = train["artifacts"]["checkpoint"]
     assert Path(ckpt).is_file()
 

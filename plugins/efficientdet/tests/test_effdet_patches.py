@@ -13,7 +13,7 @@ from detcore.errors import MissingDependency
 from detcore.patching import Patch
 from detcore_efficientdet.model import effdet_targets
 from detcore_efficientdet.patches import (PATCHES, FixedSizeNmsPatch, FpnCombineStackPatch,
-                                          FusedSgdPatch, OneHotPatch, StaticSamePadPatch, apply_all)
+                                          FusedSgdPatch, OneHotPatch, apply_all)
 
 CPU = torch.device("cpu")
 
@@ -51,8 +51,7 @@ def test_patch_is_documented_and_reverts(patch_cls):
     assert_reverts(patch_cls)
 
 
-@pytest.mark.parametrize("patch_cls", [StaticSamePadPatch, OneHotPatch, FixedSizeNmsPatch,
-                                       FpnCombineStackPatch])
+@pytest.mark.parametrize("patch_cls", [OneHotPatch, FixedSizeNmsPatch, FpnCombineStackPatch])
 def test_model_outputs_equal_within_tolerance(patch_cls, model, data, reference):
     """Same weights, same inputs: head outputs, losses and detections, unpatched vs patched."""
     with patch_cls(CPU) as patch:
@@ -69,20 +68,6 @@ def test_model_outputs_equal_within_tolerance(patch_cls, model, data, reference)
         assert par["label_mismatches"] == 0 and par["max_abs_diff"] <= 0.01
     # the model is back to effdet's code
     assert max_diff(reference[0], outputs(model, *data)[0]) == 0
-
-
-def test_static_same_pad_makes_the_pad_constant(model):
-    from timm.layers.conv2d_same import Conv2dSame
-
-    convs = [m for m in model.modules() if isinstance(m, Conv2dSame)]
-    assert convs, "tf_efficientdet_d0 uses timm's dynamic SAME padding"
-    with StaticSamePadPatch(CPU):
-        with torch.no_grad():
-            model.raw_outputs(images(1))
-        graph = torch.jit.trace(convs[0], torch.rand(1, convs[0].in_channels, 64, 64)).inlined_graph
-    assert "aten::size" not in str(graph) and "aten::ceil" not in str(graph)
-    graph = torch.jit.trace(convs[0], torch.rand(1, convs[0].in_channels, 64, 64)).inlined_graph
-    assert "aten::size" in str(graph)  # timm's own: the pad is computed from the runtime shape
 
 
 def test_one_hot_portable_matches_effdet():
@@ -153,15 +138,17 @@ def test_apply_all_reverts_on_failure(monkeypatch):
 
     if importlib.util.find_spec("torch_npu") is not None:  # a real or simulated torch_npu
         pytest.skip("checks the failure when torch_npu is missing")
-    from effdet import bench
+    from effdet import bench, efficientdet
 
-    before = bench._batch_detection
+    from detcore.patching import apply_patches
+
+    before = bench._batch_detection, efficientdet.FpnCombine.forward
+    with pytest.raises(MissingDependency):  # the FPN patch applies, then the NPU NMS needs torch_npu
+        apply_patches([FpnCombineStackPatch(_FakeNpu()), FixedSizeNmsPatch(_FakeNpu())])
+    assert (bench._batch_detection, efficientdet.FpnCombine.forward) == before
     with pytest.raises(MissingDependency):
-        apply_all({}, _FakeNpu())  # static pad applies, then the NPU one-hot needs torch_npu
-    assert bench._batch_detection is before
-    from timm.layers.conv2d_same import Conv2dSame
-
-    assert "_static_pad" not in getattr(Conv2dSame.forward, "__code__").co_names
+        apply_all({}, _FakeNpu())
+    assert (bench._batch_detection, efficientdet.FpnCombine.forward) == before
 
 
 def test_patched_model_is_still_deterministic(model, data):
@@ -233,60 +220,6 @@ def test_replacements_keep_the_upstream_signature(patch_cls):
             want = [(n, d) for n, d in want if n != "fused"]
             got = [(n, d) for n, d in got if n != "fused"]
         assert got == want, f"{patch_cls.name}: {attr}{got} replaces {attr}{want}"
-
-
-# static_same_pad: every layer kind and hyper-parameter, odd/tiny/empty/unbatched inputs
-
-def _same_layers():
-    from timm.layers.conv2d_same import Conv2dSame
-    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
-
-    torch.manual_seed(0)
-    return {
-        "conv k3 s2": Conv2dSame(4, 5, 3, stride=2),
-        "conv k3 s1 dilation 2": Conv2dSame(4, 5, 3, stride=1, dilation=2),
-        "conv k(3,5) s(2,1)": Conv2dSame(4, 5, (3, 5), stride=(2, 1)),
-        "conv k4 s2 groups 2 no bias": Conv2dSame(4, 4, 4, stride=2, groups=2, bias=False),
-        "conv k1 s2": Conv2dSame(4, 5, 1, stride=2),
-        "maxpool k3 s2": MaxPool2dSame(3, stride=2),
-        "maxpool k3 s2 dilation 2": MaxPool2dSame(3, stride=2, dilation=2),
-        "maxpool k2 s2 ceil_mode": MaxPool2dSame(2, stride=2, ceil_mode=True),
-        "maxpool k(3,2) s(1,2)": MaxPool2dSame((3, 2), stride=(1, 2)),
-        "avgpool k3 s2": AvgPool2dSame(3, stride=2),
-        "avgpool k3 s2 count_include_pad=False": AvgPool2dSame(3, stride=2, count_include_pad=False),
-        "avgpool k2 s2 ceil_mode": AvgPool2dSame(2, stride=2, ceil_mode=True),
-    }
-
-
-SAME_PAD_INPUTS = {"odd 9x9": (2, 4, 9, 9), "even 8x8": (2, 4, 8, 8), "1x1": (1, 4, 1, 1),
-                   "2x7 (smaller than the kernel)": (1, 4, 2, 7), "empty batch": (0, 4, 9, 9),
-                   "unbatched CHW": (4, 9, 9), "zero height (refused)": (2, 4, 0, 5)}
-
-
-@pytest.mark.parametrize("layer", list(_same_layers()))
-def test_static_same_pad_edge_cases(layer):
-    module = _same_layers()[layer]
-    for name, shape in SAME_PAD_INPUTS.items():
-        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-        module.__dict__.pop("_detcore_same_pad", None)
-        with torch.no_grad():
-            ref, got = both(StaticSamePadPatch, lambda: module(x))
-        assert_same(ref, got)
-
-
-def test_static_same_pad_follows_a_changed_stride():
-    """The constant pad is cached per layer; a layer whose stride changes gets the new pad."""
-    from timm.layers.conv2d_same import Conv2dSame
-
-    conv = Conv2dSame(4, 5, 3, stride=2)
-    x = torch.randn(1, 4, 8, 8)
-    with torch.no_grad(), StaticSamePadPatch(CPU):
-        conv(x)  # caches the stride-2 pad, (0, 1, 0, 1)
-        conv.stride = (1, 1)
-        got = conv(x)
-    with torch.no_grad():
-        ref = conv(x)  # timm: (1, 1, 1, 1)
-    assert_same(ref, got)
 
 
 # npu_one_hot: what effdet's one_hot accepts (int64 and int32, any shape) and refuses
@@ -452,3 +385,21 @@ def test_fused_sgd_edge_cases(groups):
     for options in SGD_OPTIONS:
         ref, got = both(FusedSgdPatch, lambda: train(options))
         assert_same(ref, got, atol=FusedSgdPatch.tolerance)
+
+
+# -- what the patches were written against --------------------------------------------------
+
+def test_patch_refuses_a_locally_edited_effdet(tmp_path, monkeypatch):
+    """effdet's ``one_hot`` edited by one line (a temporary copy of its source put in its
+    place): ``npu_one_hot`` refuses, naming it, and replaces neither of its targets."""
+    from effdet import loss
+
+    from detcore.testing.patch_checks import edited_copy
+
+    jit = loss.loss_jit
+    edited = edited_copy(loss.one_hot, "dtype=torch.float32", "dtype=torch.float16", tmp_path)
+    monkeypatch.setattr(loss, "one_hot", edited)
+    with pytest.raises(MissingDependency, match="patch npu_one_hot: effdet.loss:one_hot differs "
+                                                "from the upstream source"):
+        OneHotPatch(CPU).apply()
+    assert loss.one_hot is edited and loss.loss_jit is jit

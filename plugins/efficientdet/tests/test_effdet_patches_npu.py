@@ -16,8 +16,7 @@ from effdet_helpers import images, max_diff, outputs, sgd_steps, targets
 
 from detcore.testing.npu_sim import npu_device, simulated_npu  # noqa: F401 (a fixture)
 from detcore_efficientdet.patches import (PATCHES, FixedSizeNmsPatch, FpnCombineStackPatch,
-                                          FusedSgdPatch, OneHotPatch, StaticSamePadPatch,
-                                          apply_all)
+                                          FusedSgdPatch, OneHotPatch, apply_all)
 
 CPU = torch.device("cpu")
 NPU = npu_device()
@@ -44,7 +43,7 @@ def test_npu_branches_take_the_torch_npu_ops(simulated_npu):
         assert optim.SGD_FACTORY is simulated_npu.optim.NpuFusedSGD
 
 
-@pytest.mark.parametrize("patch_cls", [StaticSamePadPatch, FpnCombineStackPatch])
+@pytest.mark.parametrize("patch_cls", [FpnCombineStackPatch])
 def test_device_independent_patches_install_the_same_code_on_npu(patch_cls, simulated_npu):
     assert [t[2] for t in patch_cls(NPU).targets()] == [t[2] for t in patch_cls(CPU).targets()]
 

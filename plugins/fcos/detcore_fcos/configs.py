@@ -2,20 +2,8 @@
 
 The network itself comes from mmdet's own config files shipped inside the mmdet wheel
 (``mmdet/.mim/configs/fcos/...``, picked by ``model.arch``); nothing is copied here. The
-``model`` section holds this plugin's keys, so ``--set model.backbone_weights=r50.pth`` works:
-
-==================  =================================================================
-``arch``            an :data:`ARCHS` name or a path relative to mmdet's config folder
-``backbone_weights``  local ResNet weights (torchvision/caffe state dict, or an mmdet
-                    detector checkpoint: its ``backbone.*`` part); ``""``: from scratch
-``frozen_stages``   ResNet stages frozen (``-1``: none); the reference freezes stage 1
-``norm_eval``       keep BN statistics frozen (right only with pretrained weights)
-``width``           FPN/head channels (``0``: the arch's 256)
-``stacked_convs``   head conv tower depth (``0``: the arch's 4)
-``nms_pre``         top-k (point, class) candidates kept per FPN level before NMS
-``nms_iou``         class-aware NMS IoU threshold
-``min_bbox_size``   boxes not wider and higher than this are dropped (mmdet's rule)
-==================  =================================================================
+``model`` section holds this plugin's keys, so ``--set model.backbone_weights=r50.pth`` works;
+:data:`MODEL_KEYS` says what each means and the values it takes (checked when a run starts).
 
 The score threshold and the detections per image are core's ``eval.score_threshold`` and
 ``eval.max_detections`` (100: the export contract's ``[B, 100]``).
@@ -31,12 +19,35 @@ is core's default one (``--set data.synthetic.num_train=16`` still works).
 """
 from __future__ import annotations
 
+from detcore.config_schema import flag, integer, number, text
+
 #: ``model.arch`` names -> mmdet config files (relative to ``mmdet/.mim/configs``).
 ARCHS = {
     "fcos_r18": "fcos/fcos_r18_fpn_gn-head-center-normbbox-centeronreg-giou_8xb8-amp-lsj-200e_coco.py",
     "fcos_r50": "fcos/fcos_r50_fpn_gn-head-center-normbbox-centeronreg-giou_8xb8-amp-lsj-200e_coco.py",
     "fcos_r50_caffe": "fcos/fcos_r50-caffe_fpn_gn-head_4xb4-1x_coco.py",
     "fcos_r101_caffe": "fcos/fcos_r101-caffe_fpn_gn-head-1x_coco.py",
+}
+
+#: This plugin's keys (``ModelSpec.config_keys``), checked when a run starts.
+MODEL_KEYS = {
+    "model.arch": text(f"one of {', '.join(ARCHS)}, or a config path relative to mmdet's "
+                       f"config folder"),
+    "model.backbone_weights": text("local ResNet weights (torchvision/caffe state dict, or an "
+                                   "mmdet detector checkpoint: its backbone.* part); empty: from "
+                                   "scratch", empty=True),
+    "model.frozen_stages": integer("ResNet stages frozen (-1: none); the reference freezes "
+                                   "stage 1", ge=-1, le=4),
+    "model.norm_eval": flag("keep BN statistics frozen (right only with pretrained weights)"),
+    "model.width": integer("FPN/head channels, a multiple of 32 (0: the arch's 256)", ge=0),
+    "model.stacked_convs": integer("head conv tower depth (0: the arch's 4)", ge=0),
+    "model.nms_pre": integer("top-k (point, class) candidates kept per FPN level before NMS",
+                             ge=1),
+    "model.nms_iou": number("class-aware NMS IoU threshold", gt=0, le=1),
+    "model.min_bbox_size": number("boxes not wider and higher than this are dropped (mmdet's "
+                                  "rule)", unit="px", ge=0),
+    "optimizer.bias_lr_mult": number("lr multiplier of biases (not normalisation ones)", ge=0),
+    "optimizer.bias_decay_mult": number("weight-decay multiplier of biases", ge=0),
 }
 
 # COCO train2017 has 117,266 images with annotations; the reference: 4 devices x batch 4.

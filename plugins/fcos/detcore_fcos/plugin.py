@@ -1,7 +1,8 @@
 """The ``detcore`` entry point of detcore-fcos (model ``fcos``).
 
 ``build_model`` (:func:`detcore_fcos.model.build`), ``apply_npu_patches``
-(:func:`detcore_fcos.patches.apply_all`) and ``baseline_train_step`` (mmengine's own
+(:func:`detcore_fcos.patches.apply_all`), ``npu_patches`` (its ``PATCHES``) and
+``baseline_train_step`` (mmengine's own
 ``train_step``) are the mmdet family's, from :func:`detcore_mmdet.hooks.family_hooks`;
 ``build_optimizer`` is FCOS's own (the reference's bias lr/decay multipliers).
 
@@ -21,14 +22,14 @@ from . import MODEL_NAME, configs
 
 DETCORE_API_VERSION = 1
 
-build_model, apply_npu_patches, baseline_train_step = family_hooks(__package__)
+build_model, apply_npu_patches, npu_patches, baseline_train_step = family_hooks(__package__)
 
 
 @hookimpl
 def register_models():
     return [ModelSpec(
         name=MODEL_NAME, task_type="bbox", upstream=UPSTREAM, configs=dict(configs.CONFIGS),
-        default_config="smoke",
+        default_config="smoke", config_keys=configs.MODEL_KEYS,
         description="FCOS (mmdet 3.3.0): smoke = R18 192x192, coco = R50-caffe 800x1333 reference",
         needs={"mmcv compiled ops": compiled_ops_check}, checkpoint_globals=CHECKPOINT_GLOBALS)]
 

@@ -349,3 +349,18 @@ def test_patch_has_mmdets_signature():
     upstream = inspect.signature(BaseDenseHead.predict_by_feat)
     assert [(p.name, p.kind, p.default) for p in patched.parameters.values()] == \
         [(p.name, p.kind, p.default) for p in upstream.parameters.values()]
+
+
+def test_patch_refuses_a_locally_edited_mmdet(tmp_path, monkeypatch):
+    """mmdet's ``_predict_by_feat_single``, which the static path re-implements (``reproduces``),
+    edited by one line: the patch refuses, naming it, and ``FCOSHead`` keeps mmdet's method."""
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+
+    from detcore.testing.patch_checks import edited_copy
+
+    edited = edited_copy(BaseDenseHead._predict_by_feat_single, "cfg.get('nms_pre', -1)",
+                         "cfg.get('nms_pre', 1000)", tmp_path)
+    monkeypatch.setattr(BaseDenseHead, "_predict_by_feat_single", edited)
+    with pytest.raises(MissingDependency, match="BaseDenseHead._predict_by_feat_single differs"):
+        StaticPostprocessPatch(torch.device("cpu")).apply()
+    assert not head_owns_predict()

@@ -36,9 +36,10 @@ CHECKPOINT_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16
 #: statistics methods. See :mod:`detcore_mmdet.checkpoint_compat`.
 CHECKPOINT_GLOBALS = (
     f"{_COMPAT}.HistoryBuffer",
-    f"{_COMPAT}.history_buffer_method",
-    f"{_COMPAT}.numpy_reconstruct", f"{_COMPAT}.numpy1_reconstruct",
-    f"{_COMPAT}.numpy_scalar", f"{_COMPAT}.numpy1_scalar",
+    (f"{_COMPAT}.history_buffer_method", "builtins.getattr"),
+    *((f"{_COMPAT}.{name}", f"{numpy_module}.{pickled}")
+      for numpy_module in ("numpy._core.multiarray", "numpy.core.multiarray")
+      for name, pickled in (("reconstruct", "_reconstruct"), ("scalar", "scalar"))),
     "numpy.ndarray", "numpy.dtype",
     *(f"{_COMPAT}.dtype_{name}" for name in CHECKPOINT_DTYPES),
 )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.resources
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -150,13 +149,16 @@ def compiled_ops() -> tuple[bool, str]:
         from mmcv.ops import get_compiling_cuda_version
     except Exception as exc:
         return False, f"mmcv ops not compiled: {exc} (run {BUILD_MMCV})"
+    from .mmcv_ext import npu_summary
+
     devices = ["cpu"]
     cuda = get_compiling_cuda_version()
     if cuda and cuda != "not available":
         devices.append(f"cuda {cuda}")
-    if importlib.util.find_spec("torch_npu") is not None:
-        devices.append("npu if built with FORCE_NPU=1")
-    return True, f"mmcv {mmcv.__version__} ops compiled for {', '.join(devices)}"
+    npu, detail = npu_summary()  # asked of mmcv's extension, whatever torch_npu is installed
+    if npu:
+        devices.append("npu")
+    return True, f"mmcv {mmcv.__version__} ops compiled for {', '.join(devices)}; {detail}"
 
 
 class MMDetDetector(Detector):

@@ -3,28 +3,8 @@
 Each named config is a zero-argument callable (core calls it when the config is chosen)
 that reads mmdet's config with mmengine and maps it onto detcore's keys; the result is
 merged by core over ``CORE_DEFAULTS``. Every key a user may ``--set`` is in the returned
-dict. ``model.*`` is this plugin's section, read by :func:`detcore_solov2.model.build`:
-
-=====================  ==================================================================
-``mmdet_config``       the mmdet config the architecture comes from (inside the wheel)
-``depth``              ResNet depth (18, 34, 50, 101)
-``backbone_weights``   local ResNet checkpoint (torchvision layout, e.g. resnet50-19c8e357.pth);
-                       empty: random init (nothing is ever downloaded)
-``frozen_stages``      ResNet stages frozen (mmdet: 1, assumes pretrained weights; -1: none)
-``norm_eval``          keep backbone BN statistics frozen (mmdet: true, assumes pretrained)
-``base_channels``      ResNet stem width (64 = standard)
-``fpn_channels``       FPN / head input channels
-``feat_channels``      head (kernel and class branch) channels
-``mask_feat_channels``  mask-feature branch hidden channels
-``mask_out_channels``  mask-feature (dynamic kernel) channels
-``stacked_convs``      convs per head branch
-``num_grids``          SOLO grid per level
-``score_thr``          class-score threshold before matrix NMS (mmdet test_cfg)
-``mask_thr``           mask binarisation threshold
-``nms_pre``            candidates fed to matrix NMS (fixed size with the patches and in export)
-``max_instances``      ground truth padded to this count (``static_targets`` patch)
-``max_positives``      positive (instance, cell) slots per image (``static_targets`` patch)
-=====================  ==================================================================
+dict. ``model.*`` is this plugin's section, read by :func:`detcore_solov2.model.build`;
+:data:`MODEL_KEYS` says what each key means and the values it takes (checked when a run starts).
 
 ``eval.score_threshold`` is mmdet's ``filter_thr`` (score after matrix NMS) and
 ``eval.max_detections`` its ``max_per_img``, also the ``N`` of the exported outputs.
@@ -51,6 +31,40 @@ from __future__ import annotations
 
 import functools
 import math
+
+from detcore.config_schema import choice, flag, integer, integers, number, text
+
+#: ResNet block expansion per depth (BasicBlock 1, Bottleneck 4): the depths ``model.depth`` takes.
+EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4, 152: 4}
+
+#: This plugin's ``model.*`` keys (``ModelSpec.config_keys``), checked when a run starts.
+MODEL_KEYS = {
+    "model.mmdet_config": text("the mmdet config the architecture comes from (inside the wheel)"),
+    "model.depth": choice("ResNet depth", EXPANSION),
+    "model.backbone_weights": text("local ResNet checkpoint (torchvision layout, e.g. "
+                                   "resnet50-19c8e357.pth); empty: random init (nothing is ever "
+                                   "downloaded)", empty=True),
+    "model.frozen_stages": integer("ResNet stages frozen (mmdet: 1, assumes pretrained weights; "
+                                   "-1: none)", ge=-1, le=4),
+    "model.norm_eval": flag("keep backbone BN statistics frozen (mmdet: true, assumes "
+                            "pretrained)"),
+    "model.base_channels": integer("ResNet stem width (64 = standard)", ge=1),
+    "model.fpn_channels": integer("FPN / head input channels", ge=1),
+    "model.feat_channels": integer("head (kernel and class branch) channels", ge=1),
+    "model.mask_feat_channels": integer("mask-feature branch hidden channels", ge=1),
+    "model.mask_out_channels": integer("mask-feature (dynamic kernel) channels", ge=1),
+    "model.stacked_convs": integer("convs per head branch", ge=1),
+    "model.num_grids": integers("SOLO grid per FPN level (one per level)", ge=1),
+    "model.score_thr": number("class-score threshold before matrix NMS (mmdet test_cfg)", ge=0,
+                              le=1),
+    "model.mask_thr": number("mask binarisation threshold", gt=0, lt=1),
+    "model.nms_pre": integer("candidates fed to matrix NMS (fixed size with the patches and in "
+                             "export)", ge=1),
+    "model.max_instances": integer("ground truth padded to this count (static_targets patch)",
+                                   ge=1),
+    "model.max_positives": integer("positive (instance, cell) slots per image (static_targets "
+                                   "patch)", ge=1),
+}
 
 #: model name -> the mmdet config (inside the wheel) its architecture and COCO recipe come from
 MMDET_CONFIGS = {"solov2": "solov2/solov2_r50_fpn_1x_coco.py",

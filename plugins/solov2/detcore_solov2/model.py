@@ -14,10 +14,7 @@ from detcore.errors import UserError
 from detcore_mmdet.adapter import MMDetDetector, build_detector, model_config
 
 from . import static
-
-
-#: ResNet block expansion per depth (BasicBlock 1, Bottleneck 4).
-EXPANSION = {18: 1, 34: 1, 50: 4, 101: 4, 152: 4}
+from .configs import EXPANSION
 
 
 #: The reference port's layout (WXinlong/SOLO, on mmdet 1.x / mmcv 0.x): ``SOLOv2Head`` as

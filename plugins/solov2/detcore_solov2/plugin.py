@@ -1,7 +1,8 @@
 """The ``detcore`` entry point of detcore-solov2 (models ``solov2``, ``solov2-light``).
 
 ``build_model`` (:func:`detcore_solov2.model.build`), ``apply_npu_patches``
-(:func:`detcore_solov2.patches.apply_all`) and ``baseline_train_step`` (mmengine's own
+(:func:`detcore_solov2.patches.apply_all`), ``npu_patches`` (its ``PATCHES``) and
+``baseline_train_step`` (mmengine's own
 ``train_step``) are the mmdet family's, from :func:`detcore_mmdet.hooks.family_hooks`; the
 optimizer is core's default (``config["optimizer"]``).
 
@@ -24,15 +25,15 @@ MODELS = {
                     "solov2-light_r18_fpn_ms-3x_coco)",
 }
 
-build_model, apply_npu_patches, baseline_train_step = family_hooks(__package__)
+build_model, apply_npu_patches, npu_patches, baseline_train_step = family_hooks(__package__)
 
 
 @hookimpl
 def register_models():
-    from .configs import configs_for
+    from .configs import MODEL_KEYS, configs_for
 
     return [ModelSpec(name=name, task_type="segm", upstream=UPSTREAM, configs=configs_for(name),
-                      default_config="smoke", description=description,
+                      default_config="smoke", description=description, config_keys=MODEL_KEYS,
                       needs={"mmcv compiled ops": compiled_ops_check},
                       checkpoint_globals=CHECKPOINT_GLOBALS)
             for name, description in MODELS.items()]

@@ -70,7 +70,10 @@ def matrix_nms_static(masks, labels, scores, areas, valid, kernel: str = "gaussi
     areas = areas * valid.to(areas.dtype)
     # [b, i, j] = area_j + area_i - inter_ij (mmdet's expanded + expanded.T - inter)
     union = areas[:, None, :] + areas[:, :, None] - inter
-    upper = torch.ones(k, k, device=masks.device).triu(diagonal=1)
+    # [i, j] = 1 where i < j (triu(diagonal=1) as a comparison: ONNX's Trilu needs opset 14,
+    # and CANN 6.0's atc takes opsets 9-13)
+    index = torch.arange(k, device=masks.device)
+    upper = (index[:, None] < index[None, :]).float()
     iou = inter / torch.where(union > 0, union, torch.ones_like(union)) * upper
     same = (labels[:, None, :] == labels[:, :, None]) & valid[:, None, :] & valid[:, :, None]
     decay_iou = iou * same.to(iou.dtype) * upper

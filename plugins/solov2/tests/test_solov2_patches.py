@@ -476,3 +476,21 @@ def test_patches_have_mmdets_signatures(cfg, method):
     upstream = params(getattr(SOLOV2Head, method))
     patched = U.patched(cfg, lambda: params(getattr(SOLOV2Head, method)))
     assert patched == upstream
+
+
+def test_patch_refuses_a_locally_edited_mmdet(cfg, tmp_path, monkeypatch):
+    """mmdet's ``SOLOV2Head.loss_by_feat`` edited by one line (a temporary copy of its source
+    in its place): ``static_targets`` refuses, naming it, and replaces nothing."""
+    from mmdet.models.dense_heads.solov2_head import SOLOV2Head
+
+    from detcore.errors import MissingDependency
+    from detcore.testing.patch_checks import edited_copy
+    from detcore_solov2.patches import apply_all
+
+    edited = edited_copy(SOLOV2Head.loss_by_feat, "avg_factor=num_pos + 1", "avg_factor=num_pos",
+                         tmp_path)
+    monkeypatch.setattr(SOLOV2Head, "loss_by_feat", edited)
+    before = dict(vars(SOLOV2Head))
+    with pytest.raises(MissingDependency, match="SOLOV2Head.loss_by_feat differs from the upstream"):
+        apply_all(cfg, torch.device("cpu"))
+    assert dict(vars(SOLOV2Head)) == before

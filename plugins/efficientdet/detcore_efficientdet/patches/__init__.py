@@ -13,11 +13,11 @@ from .fixed_nms import FixedSizeNmsPatch
 from .fpn_combine import FpnCombineStackPatch
 from .fused_sgd import FusedSgdPatch
 from .one_hot import OneHotPatch
-from .static_same_pad import StaticSamePadPatch
 
-#: In application order. The float32-metrics change of the reference needs no patch:
-#: core scores with pycocotools on the host (see README).
-PATCHES = (StaticSamePadPatch, OneHotPatch, FixedSizeNmsPatch, FpnCombineStackPatch, FusedSgdPatch)
+#: In application order (``apply_npu_patches`` applies them, ``npu_patches`` lists them). The
+#: float32-metrics change of the reference needs no patch: core scores with pycocotools on the
+#: host; nor do its timm padding edits (see README: the retired ``static_same_pad``).
+PATCHES = (OneHotPatch, FixedSizeNmsPatch, FpnCombineStackPatch, FusedSgdPatch)
 
 
 def apply_all(config, device) -> list:
@@ -26,4 +26,4 @@ def apply_all(config, device) -> list:
 
 
 __all__ = ["PATCHES", "apply_all", "FixedSizeNmsPatch", "FpnCombineStackPatch", "FusedSgdPatch",
-           "OneHotPatch", "StaticSamePadPatch"]
+           "OneHotPatch"]

@@ -152,6 +152,10 @@ class FixedSizeNmsPatch(Patch):
 
     name = "fixed_size_nms"
     tolerance = 0.0
+    replaces = {"effdet.bench:_batch_detection": "e93416397fae5800"}
+    #: the per-image decode, NMS (IoU 0.5) and padding the replacement re-implements
+    reproduces = {"effdet.anchors:generate_detections": "647bd9f769514864"}
+    npu_ops = ("npu_nms_v4",)
 
     def targets(self):
         from effdet import bench

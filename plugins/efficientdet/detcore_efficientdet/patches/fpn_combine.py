@@ -42,6 +42,7 @@ class FpnCombineStackPatch(Patch):
 
     name = "fpn_combine_stack"
     tolerance = 0.0
+    replaces = {"effdet.efficientdet:FpnCombine.forward": "e32cefa118f4b373"}
 
     def targets(self):
         from effdet import efficientdet

@@ -58,6 +58,9 @@ class FusedSgdPatch(Patch):
 
     name = "fused_sgd"
     tolerance = 1e-6
+    #: the plugin's own hook point (``torch.optim.SGD`` unpatched): no upstream code replaced
+    replaces = {"detcore_efficientdet.optim:SGD_FACTORY": None}
+    npu_ops = ("optim.NpuFusedSGD",)
 
     def targets(self):
         from .. import optim

@@ -51,6 +51,9 @@ class OneHotPatch(Patch):
 
     name = "npu_one_hot"
     tolerance = 0.0
+    replaces = {"effdet.loss:one_hot": "08b4b56ae57e4464",
+                "effdet.loss:loss_jit": "ab12ab16fbba23ff"}  # the scripted loss_fn: its source
+    npu_ops = ("npu_one_hot",)
 
     def targets(self):
         from effdet import loss

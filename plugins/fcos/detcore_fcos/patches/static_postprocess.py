@@ -83,6 +83,17 @@ class StaticPostprocessPatch(Patch):
 
     name = "fcos_static_postprocess"
     tolerance = 1e-5
+    #: a new attribute of FCOSHead, shadowing the inherited BaseDenseHead.predict_by_feat
+    replaces = {"mmdet.models.dense_heads.fcos_head:FCOSHead.predict_by_feat": "faca250a49dbf9d6"}
+    #: what the static path re-implements: candidates, decode, min_bbox_size, rescale, NMS
+    reproduces = {
+        "mmdet.models.dense_heads.base_dense_head:BaseDenseHead._predict_by_feat_single":
+            "f2823ad64ab99e12",
+        "mmdet.models.dense_heads.base_dense_head:BaseDenseHead._bbox_post_process":
+            "9dab13782af7ba32",
+        "mmdet.models.utils.misc:filter_scores_and_topk": "4d890106ac294e18",
+    }
+    npu_ops = ("npu_batch_nms",)
 
     def targets(self):
         from mmdet.models.dense_heads.base_dense_head import BaseDenseHead

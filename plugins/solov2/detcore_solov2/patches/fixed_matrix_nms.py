@@ -103,6 +103,10 @@ class FixedMatrixNmsPatch(Patch):
 
     name = "fixed_matrix_nms"
     tolerance = 1e-5
+    replaces = {"mmdet.models.dense_heads.solov2_head:SOLOV2Head._predict_by_feat_single":
+                "39b33625241f2577"}
+    #: the matrix NMS the static version re-implements on a fixed nms_pre x nms_pre matrix
+    reproduces = {"mmdet.models.layers.matrix_nms:mask_matrix_nms": "0923b3f52849011e"}
 
     def targets(self):
         from mmdet.models.dense_heads.solov2_head import SOLOV2Head

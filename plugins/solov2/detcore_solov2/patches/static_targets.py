@@ -124,6 +124,10 @@ class StaticTargetsPatch(Patch):
 
     name = "static_targets"
     tolerance = 1e-5
+    replaces = {"mmdet.models.dense_heads.solov2_head:SOLOV2Head.loss_by_feat": "6962238368799811"}
+    #: the per-image target assignment the vectorised version re-implements
+    reproduces = {"mmdet.models.dense_heads.solov2_head:SOLOV2Head._get_targets_single":
+                  "de5a83da3515a689"}
 
     def __init__(self, device=None, max_instances: int = 100, max_positives: int = 512):
         super().__init__(device)
