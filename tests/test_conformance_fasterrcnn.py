@@ -24,6 +24,7 @@ def _fasterrcnn_plugin():
     mp.undo()
 
 
+@pytest.mark.slow  # about 100 s on one CPU thread: the memorising alone is 40 steps at 192 px
 class TestFasterRCNNConformance(ConformanceSuite):
     model = "fasterrcnn"
     overrides = ("data.workers=0",)

@@ -24,7 +24,7 @@ def section_lists(text: str) -> set[str]:
     each core section's parentheses (not in nested asides), as dotted keys."""
     keys = set()
     for match in re.finditer(rf"`({'|'.join(SECTIONS)})` \(", text):
-        depth, i, quoted = 1, match.end(), False
+        depth, i = 1, match.end()
         while depth and i < len(text):
             ch = text[i]
             if ch == "`":

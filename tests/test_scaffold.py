@@ -45,8 +45,9 @@ def test_new_plugin_rejects_bad_names_and_existing_dirs(run_cli, tmp_path):
 @pytest.mark.slow
 def test_new_plugin_installed_does_what_its_readme_says(run_cli, tmp_path, cache_dir):
     """Installed (pip, into a folder on PYTHONPATH), the new plugin is listed as its README's
-    `detcore plugins` line says, and the README's `python -m pytest tests` passes: all of it."""
-    root, env = new_plugin(run_cli, tmp_path, cache_dir)
+    `detcore plugins` line says, and the README's `python -m pytest tests` passes: all of it,
+    with no pytest deprecation warning from the conformance suite."""
+    root, _ = new_plugin(run_cli, tmp_path, cache_dir)
     readme = (root / "README.md").read_text()
     site = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
@@ -58,10 +59,14 @@ def test_new_plugin_installed_does_what_its_readme_says(run_cli, tmp_path, cache
     assert "detcore plugins             # shows plugin my-det providing model my-det" in readme
     listed = subprocess.run([sys.executable, "-m", "detcore.cli", "plugins"], capture_output=True,
                             text=True, env=env)
-    block = listed.stdout.split("my-det  detcore-my-det 0.1.0  [ok]\n", 1)
-    assert len(block) == 2 and "models: my-det\n" in block[1].split("\n\n")[0], listed.stdout
+    lines = listed.stdout.splitlines()
+    assert "my-det  detcore-my-det 0.1.0  [ok]" in lines, listed.stdout
+    block = lines[lines.index("my-det  detcore-my-det 0.1.0  [ok]") + 1:]
+    block = block[:next((i for i, line in enumerate(block) if not line.startswith("  ")),
+                        len(block))]
+    assert "  models: my-det" in block, listed.stdout
     assert "python -m pytest tests      # detcore's conformance suite" in readme
     suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            "tests"], capture_output=True, text=True, env=env, cwd=root,
-                           timeout=900)
+                            "-W", "error::pytest.PytestDeprecationWarning", "tests"],
+                           capture_output=True, text=True, env=env, cwd=root, timeout=900)
     assert suite.returncode == 0 and " passed" in suite.stdout, suite.stdout[-3000:]

@@ -9,7 +9,9 @@ Usage in a plugin's tests::
         overrides = ("data.input_size=[128,128]", "data.batch_size=2")
 
 Each check runs on CPU against a small synthetic dataset and the real model; the
-short training, eval and export run through core's own code paths.
+short training, eval and export run through core's own code paths. The learning checks
+(:mod:`detcore.testing.learning`) train the model until it memorises two images and compare
+what it predicts with what it was taught: labels, boxes in canvas pixels, no internal resize.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from .. import API_VERSION
+from .learning import (CLASSES, Memorised, memorisable_batch, memorise, mistaught,
+                       resize_problem)
 
 
 class ConformanceSuite:
@@ -91,7 +95,6 @@ class ConformanceSuite:
         import torch
 
         from ..config import resolve_config
-        from .learning import CLASSES, Memorised, memorisable_batch, memorise, resize_problem
 
         config = resolve_config(spec, None, [*cls.overrides, *cls.learn_overrides])[1]
         torch.manual_seed(0)
@@ -108,7 +111,7 @@ class ConformanceSuite:
         return Memorised(model, config, images, targets, losses, outputs)
 
     @classmethod
-    def build(cls, spec, config, num_classes=3):
+    def build(cls, spec, config, num_classes=CLASSES):
         from ..model import Detector
         from ..plugins import Registry
 
@@ -265,8 +268,6 @@ class ConformanceSuite:
         """No internal resize: the convolutions see the canvas (or less)."""
         import torch
 
-        from .learning import CLASSES, memorisable_batch, resize_problem
-
         torch.manual_seed(0)
         images, _ = memorisable_batch(config["data"]["input_size"], CLASSES, spec.task_type)
         problem = resize_problem(self.build(spec, config), images)
@@ -275,8 +276,6 @@ class ConformanceSuite:
     def test_learns_every_class_at_its_place(self, memorised):
         """After memorising two images, each object comes back with the 0-based label it was
         taught, its box in canvas pixels within ``learn_tolerance``."""
-        from .learning import CLASSES, mistaught
-
         losses = memorised.losses
         k = max(1, len(losses) // 4)
         late = sum(losses[-k:]) / k
@@ -291,8 +290,6 @@ class ConformanceSuite:
         """Labels in ``[0, num_classes)`` from ``forward`` and ``export_forward``; ``-1`` only in
         ``export_forward``'s empty slots (score 0), and every empty slot ``-1``."""
         import torch
-
-        from .learning import CLASSES
 
         for out in memorised.outputs:
             labels = out["labels"]
