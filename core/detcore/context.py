@@ -64,17 +64,23 @@ class RunContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def letterbox(self):
+        """How this run fits images to the canvas (``data.letterbox``): datasets and predict."""
+        from .data.transforms import LetterboxPolicy
+
+        return LetterboxPolicy.from_config(self.config["data"])
+
     def dataset(self, split: str, train: bool = False, input_size=None):
         """The ``split`` of this run's data (a COCO, YOLO or VOC folder, or the synthetic set),
         letterboxed."""
         from .data.coco import CocoDetection
-        from .data.transforms import LetterboxPolicy
 
         dcfg = self.config["data"]
         return CocoDetection(self.data_root, split, input_size or dcfg["input_size"],
                              masks=self.spec.task_type == "segm", hflip_prob=float(dcfg["hflip"]),
                              train=train, max_images=int(dcfg["max_images"]),
-                             letterbox=LetterboxPolicy.from_config(dcfg))
+                             letterbox=self.letterbox)
 
     def build_model(self, num_classes: int):
         """The plugin's model for ``num_classes`` classes (a plugin failure is one line)."""

@@ -69,15 +69,13 @@ def load_predictor(ctx: RunContext):
     """The trained model, loaded once, with what predicting needs from the run's config (the
     letterbox, the class names the checkpoint records, ``predict.score_threshold``)."""
     from .checkpoint import recorded_classes
-    from .data.transforms import LetterboxPolicy
     from .predict import Predictor
 
     model, ckpt = trained_model(ctx)
     names = recorded_classes(ckpt)
-    dcfg = ctx.config["data"]
-    return Predictor(model, names if isinstance(names, list) else (), dcfg["input_size"],
-                     ctx.device, float(ctx.config["predict"]["score_threshold"]),
-                     LetterboxPolicy.from_config(dcfg))
+    return Predictor(model, names if isinstance(names, list) else (),
+                     ctx.config["data"]["input_size"], ctx.device,
+                     float(ctx.config["predict"]["score_threshold"]), ctx.letterbox)
 
 
 def task_predict(ctx: RunContext):
