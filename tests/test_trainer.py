@@ -87,6 +87,19 @@ def test_nan_with_dynamic_scale_skips_the_step(registry, tiny_data, tmp_path):
     assert result["metrics"]["steps"] == 5 and result["metrics"]["skipped_steps"] == 1
 
 
+def test_a_skipped_first_amp_step_raises_no_scheduler_warning(registry, tiny_data, tmp_path):
+    """GradScaler skipping step 1 (as on a GPU while it finds its scale) is normal: the run's
+    output carries no torch warning about the schedule stepping before the optimizer."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(registry, tiny_data, tmp_path, "train.max_steps=2", "train.eval_after=false",
+                       "model.nan_at_step=1", amp="fp16", loss_scale="dynamic")
+    assert result["metrics"]["skipped_steps"] == 1
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+
+
 @pytest.mark.parametrize("amp, scale", [("fp16", "64"), ("off", None)])
 def test_nan_without_dynamic_scale_stops_and_keeps_checkpoint(registry, tiny_data, tmp_path, amp, scale):
     with pytest.raises(TrainingStopped, match=r"non-finite .* at step 8 .*last good checkpoint"):

@@ -124,7 +124,9 @@ def baseline_train_step(spec, config, model, optimizer):
     data and batch to report detcore's overhead. ``images`` are ``[0, 1]`` floats on
     the device, ``targets`` detcore's target dicts. Implement it with the upstream's
     own training machinery (e.g. effdet's ``DetBenchTrain``, mmengine's
-    ``model.train_step``). Core's default is a bare PyTorch loop over the Detector,
+    ``model.train_step``), making the update the upstream's training script makes under
+    ``config``'s settings (``train.amp``, ``train.clip_grad``, ``train.ema``), so both sides
+    do the same work. Core's default is a bare PyTorch loop over the Detector,
     which ``detcore bench`` labels as such: it measures no upstream.
     """
 

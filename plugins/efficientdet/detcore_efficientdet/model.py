@@ -218,24 +218,46 @@ class _Network(torch.nn.Module):
         return EfficientDet.forward(self.detector, x)
 
 
-def baseline_train_step(model: EfficientDetDetector, optimizer):
+def baseline_train_step(model: EfficientDetDetector, optimizer, config: dict):
     """One training step done effdet's own way, for ``detcore bench``'s overhead figure.
 
     ``effdet.DetBenchTrain`` (its anchor labeler and ``DetectionLoss``) over the same
     weights, fed as effdet's loader feeds it: ImageNet-normalised images and targets
-    padded with -1 (yxyx boxes, 1-based classes); ``loss.backward()``, ``optimizer.step()``.
+    padded with -1 (yxyx boxes, 1-based classes); then the update effdet's ``train.py``
+    makes under the same settings: ``autocast`` and timm's ``NativeScaler`` (scaled backward,
+    unscale, ``dispatch_clip_grad``, step, update) with ``train.amp``, the clip with
+    ``train.clip_grad``, timm's ``ModelEmaV2`` with ``train.ema``; otherwise
+    ``loss.backward()``, ``optimizer.step()``. (train.py's per-step LR update is host-side
+    arithmetic and is left out.)
     """
-    bench = DetBenchTrain(_Network(model), create_labeler=True).to(model.pixel_mean.device).train()
+    from timm.utils import ModelEmaV2, NativeScaler, dispatch_clip_grad
+
+    device = model.pixel_mean.device
+    bench = DetBenchTrain(_Network(model), create_labeler=True).to(device).train()
+    tcfg = config["train"]
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(str(tcfg["amp"]))
+    scaler = NativeScaler(device=device.type) if dtype is torch.float16 else None
+    clip = float(tcfg["clip_grad"]) or None
+    ema = ModelEmaV2(model, decay=float(tcfg["ema"])) if float(tcfg["ema"]) > 0 else None
 
     def step(images, targets):
         x = (images - model.pixel_mean) / model.pixel_std
         bbox, cls = effdet_targets(targets, model.max_targets, images.device, model.label_to_output)
-        loss = bench(x, {"bbox": bbox, "cls": cls})["loss"]
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = bench(x, {"bbox": bbox, "cls": cls})["loss"]
         optimizer.zero_grad()  # no set_to_none: NpuFusedSGD (fused_sgd patch) refuses it
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler(loss, optimizer, clip_grad=clip, parameters=model.parameters())
+        else:
+            loss.backward()
+            if clip:
+                dispatch_clip_grad(model.parameters(), clip)
+            optimizer.step()
+        if ema is not None:
+            ema.update(model)
         return loss.detach()
 
+    step.ema = ema
     return step
 
 

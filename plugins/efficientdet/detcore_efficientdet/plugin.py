@@ -67,10 +67,10 @@ def npu_patches():
 
 
 @hookimpl
-def baseline_train_step(model, optimizer):
+def baseline_train_step(model, optimizer, config):
     from .model import baseline_train_step as step
 
-    return step(model, optimizer)
+    return step(model, optimizer, config)
 
 
 @hookimpl

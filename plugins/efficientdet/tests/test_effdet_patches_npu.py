@@ -133,11 +133,12 @@ def test_effdet_baseline_step_runs_with_npu_fused_sgd(model, data, simulated_npu
     from detcore_efficientdet.model import baseline_train_step
 
     cfg = {"optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5,
-                         "scale_lr_by_world_size": True, "base_world_size": 1}}
+                         "scale_lr_by_world_size": True, "base_world_size": 1},
+           "train": {"amp": "off", "clip_grad": 10.0, "ema": 0.0}}
     net = copy.deepcopy(model).train()
     with FusedSgdPatch(NPU):
         opt = optim.build_optimizer(cfg, net, 1)
-    step = baseline_train_step(net, opt)
+    step = baseline_train_step(net, opt, cfg)
     losses = [float(step(*data)) for _ in range(2)]
     assert all(np.isfinite(losses)) and opt._fused_grads
 

@@ -232,6 +232,32 @@ def test_baseline_train_step_is_effdets_bench(registry, model):
     assert diff < 1e-6
 
 
+def test_baseline_train_step_clips_as_effdet_train_py(registry, model):
+    """With ``train.clip_grad`` the upstream step clips as effdet's train.py does (timm's
+    ``dispatch_clip_grad``): the same update as clipping by hand; ``train.ema`` keeps timm's EMA."""
+    spec = registry.get_model("efficientdet-d0")
+    _, cfg = resolve_config(spec, "tiny", ["train.clip_grad=0.01", "train.ema=0.5"])
+    x, t = images(2), targets(2)
+    ours, theirs = copy.deepcopy(model).train(), copy.deepcopy(model)
+    opt_a = torch.optim.SGD(ours.parameters(), lr=0.01)
+    opt_b = torch.optim.SGD(theirs.parameters(), lr=0.01)
+    step = registry.hooks_for(spec).baseline_train_step(spec=spec, config=cfg, model=theirs,
+                                                         optimizer=opt_b)
+    torch.manual_seed(3)
+    loss_a = sum(ours(x, t).values())
+    opt_a.zero_grad()
+    loss_a.backward()
+    torch.nn.utils.clip_grad_norm_(ours.parameters(), 0.01)
+    opt_a.step()
+    torch.manual_seed(3)
+    step(x, t)
+    diff = max(float((a - b).detach().abs().max()) for a, b in zip(ours.parameters(), theirs.parameters()))
+    assert diff < 1e-6
+    from timm.utils import ModelEmaV2
+
+    assert isinstance(step.ema, ModelEmaV2) and step.ema.decay == 0.5
+
+
 def test_coco_config_uses_effdets_90_output_head(registry, tmp_path):
     """effdet COCO checkpoints have 90 outputs (category id - 1): the coco config loads them."""
     from effdet.efficientdet import EfficientDet
