@@ -25,14 +25,17 @@ that use it) exists, by path: ``python plugins/mmdet/detcore_mmdet/build_mmcv.py
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 MMCV_VERSION = "2.1.0"
@@ -46,6 +49,31 @@ def log(msg: str) -> None:
 
 def pip(python: str, *args: str, env: dict | None = None) -> None:
     subprocess.run([python, "-m", "pip", *args], check=True, env=env)
+
+
+#: ninja's status prefix on each compile line (torch's BuildExtension runs ``ninja -v``)
+NINJA_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]")
+
+
+def run_with_progress(cmd: list[str], env: dict | None = None, every_s: float = 0.0) -> None:
+    """Run a build, printing one line per compiled file ("compiled n/N files, m:ss") from
+    ninja's ``[n/N]`` status lines instead of its full output, which stays hidden unless the
+    build fails (then its last lines are shown)."""
+    t0, last = time.monotonic(), -every_s
+    tail = collections.deque(maxlen=80)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env) as proc:
+        for line in proc.stdout:
+            tail.append(line)
+            step = NINJA_STEP.match(line)
+            now = time.monotonic()
+            if step and now - last >= every_s:
+                last = now
+                minutes, seconds = divmod(int(now - t0), 60)
+                log(f"compiled {step[1]}/{step[2]} files ({minutes}:{seconds:02d})")
+    if proc.returncode:
+        sys.stdout.write("".join(tail))
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def target_facts(python: str) -> dict:
@@ -87,8 +115,8 @@ def build_wheel(python: str, device: str, out_dir: Path, jobs: int) -> Path:
         patch_setup_py(src / "setup.py")
         env.update(MMCV_WITH_OPS="1", MAX_JOBS=str(jobs), **DEVICE_FLAGS[device])
         log(f"compiling mmcv ops for {device} with {jobs} jobs (about 17 min on 2 cores)")
-        pip(python, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
-            str(src), env=env)
+        run_with_progress([python, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp / "dist"), str(src)], env=env)
         wheel = next((tmp / "dist").glob("mmcv-*.whl"))
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / (wheel.name + ".partial")

@@ -57,6 +57,29 @@ def test_build_env_pins_old_setuptools_and_device_flags(build_mmcv):
                                        "npu": {"FORCE_NPU": "1"}}
 
 
+NINJA_LIKE = ("import sys\n"
+              "print('running build_ext')\n"
+              "for i in (1, 2, 3):\n"
+              "    print(f'  [{i}/3] c++ -MMD -c ops/op{i}.cpp -o op{i}.o')\n"
+              "print('boom' if len(sys.argv) > 1 else 'done')\n"
+              "sys.exit(len(sys.argv) > 1)\n")
+
+
+def test_build_shows_compiled_files_of_total(build_mmcv, capsys):
+    """The ~17-minute compile shows ninja's progress as "compiled n/N files", not its output."""
+    build_mmcv.run_with_progress([sys.executable, "-c", NINJA_LIKE])
+    out = capsys.readouterr().out
+    assert [l.split(" (")[0] for l in out.splitlines()] == [
+        "[build_mmcv] compiled 1/3 files", "[build_mmcv] compiled 2/3 files",
+        "[build_mmcv] compiled 3/3 files"]
+
+
+def test_failed_build_shows_its_last_lines_and_raises(build_mmcv, capsys):
+    with pytest.raises(subprocess.CalledProcessError):
+        build_mmcv.run_with_progress([sys.executable, "-c", NINJA_LIKE, "fail"])
+    assert "boom" in capsys.readouterr().out
+
+
 @pytest.fixture
 def fake_target(build_mmcv, monkeypatch):
     """A target interpreter with torch 2.14.1+cpu on cp311; every build and pip call recorded."""
