@@ -341,7 +341,8 @@ def test_data_check_command_never_imports_torch(written, cache_dir):
 @pytest.mark.slow
 def test_yolo_and_voc_train_and_evaluate_like_coco(tmp_path, run_cli):
     """The same images and boxes in three layouts: the same training (loss, predictions) and the
-    same mAP through ``--data``, with a tiny detector that reaches a non-zero mAP."""
+    same mAP through ``--data``, with a tiny detector that reaches a non-zero mAP; and ``--task
+    eval`` of one checkpoint scores the same on each layout."""
     source = write_synthetic(tmp_path / "src", SynthSpec(num_train=16, num_val=8,
                                                          min_size=96, max_size=128))
     boxes = boxes_from_synthetic(source)
@@ -363,3 +364,14 @@ def test_yolo_and_voc_train_and_evaluate_like_coco(tmp_path, run_cli):
         assert {k: v for k, v in metrics.items() if k.startswith(("bbox_", "final_loss"))} == \
             {k: v for k, v in coco_metrics.items() if k.startswith(("bbox_", "final_loss"))}
         assert predictions == coco_predictions
+    evaluated = {}
+    for name in WRITERS:
+        work = tmp_path / f"eval-{name}"
+        proc = run_cli("run", "--model", "tiny-fcos", "--task", "eval", "--data", tmp_path / name,
+                       "--weights", tmp_path / "work-coco" / "checkpoints" / "last.pt",
+                       "--work-dir", work, "--no-progress")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        metrics = json.loads((work / "result.json").read_text())["metrics"]
+        evaluated[name] = {k: v for k, v in metrics.items() if k.startswith("bbox_")}
+    assert evaluated["coco"]["bbox_mAP"] > 0
+    assert evaluated["yolo"] == evaluated["voc"] == evaluated["coco"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import builtins
+import importlib
 import io
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -226,29 +228,60 @@ def test_report_page_is_self_contained_and_every_image_is_a_png(report_page, smo
     assert str(smoke[1]["metrics"]["bbox_mAP"]) in page  # figures from result.json
 
 
-def _chromium() -> str | None:
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
+def _browser_tools():
+    """``(playwright.sync_api, chromium path)``. Outside CI a missing tool skips the test with
+    what to install; in CI (``CI`` set, as .ci/run sets it, after installing both) it fails."""
+    missing = []
+    try:
+        playwright = importlib.import_module("playwright.sync_api")
+    except ImportError:
+        playwright = None
+        missing.append("playwright (pip install 'detcore[browser]')")
+    path = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
                  if p), None)
+    if path is None:
+        missing.append("a Chromium (apt-get install chromium)")
+    if missing:
+        message = f"the browser check needs {' and '.join(missing)}"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"{message}; .ci/run installs both")
+        pytest.skip(message)
+    return playwright, path
 
 
-def test_report_page_opens_in_a_headless_browser_without_errors(report_page):
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install 'detcore[browser]'")
-    browser_path = _chromium()
-    if browser_path is None:
-        pytest.skip("no Chromium here (apt install chromium)")
+def test_report_page_opens_in_a_headless_browser_without_errors(report_page, smoke):
+    """Chromium opens the page without a console error, a script error or a failed request,
+    and shows what it holds: every image decoded and laid out with a size, the figures table
+    with each run's result.json metrics, the config difference, every plot heading."""
+    playwright, browser_path = _browser_tools()
+    other = json.loads((report_page.parent.parent / "other" / "result.json").read_text())
     errors = []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("requestfailed", lambda req: errors.append(f"failed: {req.url[:80]}"))
             page.goto(report_page.resolve().as_uri(), wait_until="load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, "
+                                   "i.naturalWidth, i.getBoundingClientRect().width, "
+                                   "i.getBoundingClientRect().height])")
+            text = page.inner_text("body")
+            table = page.inner_text("table")  # the first: the figures from result.json
             title = page.title()
         finally:
             browser.close()
     assert errors == []
-    assert images and all(done and width > 0 for done, width in images), images
     assert title == "detcore report: 2 run(s)"
+    assert len(images) == 1 + 2 * len(EXPECTED)  # the comparison, then each run's plots
+    assert all(done and natural > 0 and width > 50 and height > 50
+               for done, natural, width, height in images), images
+    for result in (smoke[1], other):
+        for key in ("bbox_mAP", "bbox_mAP_50"):
+            assert f"metrics.{key}" in table and json.dumps(result["metrics"][key]) in table
+    assert "optimizer.lr" in text and "0.004" in text
+    for heading in ("Figures (result.json)", "Config differences", "Runs compared",
+                    "Loss terms and learning rate per step", "Precision-recall per class (bbox)",
+                    "Confusion matrix", "Validation images"):
+        assert heading in text, heading

@@ -33,17 +33,44 @@ class Detections:
 
 
 def image_paths(source: Path, limit: int) -> list[Path]:
-    """A single image, a folder of images, or a COCO root (its val2017 images), sorted."""
+    """A single image, a folder of images, or a dataset root: its validation images, the ones
+    ``--task eval`` scores (a COCO root's ``val2017/``, sorted; YOLO and VOC: :func:`val_images`)."""
     source = Path(source)
-    if source.is_file():
-        return [source]
-    folder = source / "val2017" if (source / "val2017").is_dir() else source
-    if not folder.is_dir():
-        raise UserError(f"--data {source}: not an image, a folder of images or a COCO root")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    paths = val_images(source)
+    if paths is None:
+        if source.is_file():
+            return [source]
+        folder = source / "val2017" if (source / "val2017").is_dir() else source
+        if not folder.is_dir():
+            raise UserError(f"--data {source}: not an image, a folder of images or a dataset root")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return paths[:limit] if limit else paths
+
+
+def val_images(source: Path) -> list[Path] | None:
+    """A YOLO dataset's (or its .yaml's) ``val:`` images, or a Pascal VOC dataset's
+    ``ImageSets/Main/val.txt`` images, in the order evaluation reads them: the dataset's own
+    reader lists them, so predict and eval agree on the split. None for anything else."""
+    from .data.layout import detect
+
+    if source.is_file() and source.suffix.lower() not in (".yaml", ".yml"):
+        return None
+    try:
+        layout = detect(source)
+    except UserError:
+        return None
+    if layout == "coco":
+        return None
+    from .data.voc import read_voc
+    from .data.yolo import read_yolo
+
+    raw = {"yolo": read_yolo, "voc": read_voc}[layout](source, "val")
+    paths = [raw.image_dir / image["file_name"] for image in raw.dataset["images"]]
+    if not paths:
+        raise UserError(f"{raw.where}: no validation images to predict on")
+    return paths
 
 
 def read_image(path) -> np.ndarray:

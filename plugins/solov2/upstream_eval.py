@@ -1,10 +1,6 @@
 #!/usr/bin/env python
-"""SOLOv2: detcore ``--task eval`` next to mmdet's own evaluation (mmengine's ``Runner.test()``
-with mmdet's test pipeline and ``CocoMetric``) of the same weights on the same images, on CPU.
-How it runs: :func:`detcore_mmdet.upstream.main`; the resize policies: :mod:`detcore_mmdet.upstream`.
-
-    python plugins/solov2/upstream_eval.py [--help]
-"""
+"""SOLOv2's detcore ``--task eval`` next to mmdet's own evaluation of the same weights:
+``python plugins/solov2/upstream_eval.py [--help]`` (:func:`detcore_mmdet.upstream.main`)."""
 from __future__ import annotations
 
 from detcore_solov2.model import mmdet_model_config

@@ -16,8 +16,9 @@ import pytest
 import torch
 from fcos_testlib import SMALL, fcos_config
 
-from detcore_mmdet.testing import (assert_same_predictions, cli_predictions, detection_order,
-                                  in_memory_predictions)
+from detcore_mmdet.testing import (assert_runner_checkpoint_evaluates, assert_same_predictions,
+                                  cli_predictions, detection_order, mmdet_evaluation,
+                                  runner_trained, save_mmcv1_checkpoint, synthetic_set)
 
 pytestmark = pytest.mark.slow
 
@@ -26,33 +27,21 @@ SETS = [arg for s in SMALL for arg in ("--set", s)]
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from detcore.data.synthetic import SynthSpec, write_synthetic
-
-    return write_synthetic(tmp_path_factory.mktemp("fcos-upstream") / "synth",
-                           SynthSpec(num_train=8, num_val=8, min_size=96, max_size=160))
+    return synthetic_set(tmp_path_factory.mktemp("fcos-upstream"), max_size=160)
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory, synth):
-    """``(iter_2.pth, the trained model as an FCOSDetector, its predictions, model config)``."""
+    """The Runner's ``iter_2.pth`` and the model it trained as an ``FCOSDetector``."""
     from detcore_fcos.model import FCOSDetector, mmdet_model_config
-    from detcore_mmdet.upstream import full_model_config, train_checkpoint
-
-    config = fcos_config(*SMALL)
-    model_cfg, preprocessor = mmdet_model_config(config, 3)
-    model_cfg = full_model_config(model_cfg, preprocessor)
 
     def spread_scores(runner):  # off the 0.01 prior: detections to compare
         bias = runner.model.bbox_head.conv_cls.bias
         with torch.no_grad():
             bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(0)) * 1.5)
 
-    torch.manual_seed(0)
-    ckpt, runner = train_checkpoint(model_cfg, synth, tmp_path_factory.mktemp("runner"),
-                                    config["data"]["input_size"], iters=2,
-                                    before_train=spread_scores)
-    detector = FCOSDetector(runner.model, preprocessor).eval()
-    return ckpt, detector, in_memory_predictions(detector, synth, config), model_cfg, config
+    return runner_trained(tmp_path_factory.mktemp("runner"), synth, fcos_config(*SMALL),
+                          mmdet_model_config, FCOSDetector, before_train=spread_scores)
 
 
 def cli_eval(work: Path, weights, root) -> tuple[dict, list[dict]]:
@@ -61,44 +50,30 @@ def cli_eval(work: Path, weights, root) -> tuple[dict, list[dict]]:
 
 @pytest.fixture(scope="module")
 def runner_eval(upstream, synth, tmp_path_factory):
-    ckpt = upstream[0]
-    return cli_eval(tmp_path_factory.mktemp("eval-runner"), ckpt, synth)
+    return cli_eval(tmp_path_factory.mktemp("eval-runner"), upstream.checkpoint, synth)
 
 
 def test_runner_checkpoint_evaluates_through_the_cli(upstream, runner_eval):
-    from detcore.checkpoint import load_checkpoint
-    from detcore_mmdet import CHECKPOINT_GLOBALS
-
-    ckpt, _, expected, _, _ = upstream
-    saved = load_checkpoint(ckpt, CHECKPOINT_GLOBALS)
-    assert {"meta", "state_dict", "message_hub", "optimizer", "param_schedulers"} <= set(saved)
+    saved = assert_runner_checkpoint_evaluates(upstream, runner_eval)
     assert saved["meta"]["iter"] == 2 and "HistoryBuffer" in type(
         saved["message_hub"]["log_scalars"]["train/loss"]).__name__
-    result, got = runner_eval
-    assert result["artifacts"]["weights"] == str(ckpt)
-    assert_same_predictions(got, expected)
 
 
 def test_mmdet2_checkpoint_evaluates_through_the_cli(upstream, synth, tmp_path):
     """Early mmdet 2.x FCOSHead keys (``fcos_cls``/``fcos_reg``/``fcos_centerness``, which
     mmdet itself still renames on load) in mmcv 1.x's checkpoint layout."""
-    from detcore_mmdet.upstream import coco_classes, save_mmcv1
-
-    _, detector, expected, _, _ = upstream
     renames = {"conv_cls": "fcos_cls", "conv_reg": "fcos_reg", "conv_centerness": "fcos_centerness"}
     state = {}
-    for key, value in detector.model.state_dict().items():
+    for key, value in upstream.detector.model.state_dict().items():
         parts = key.split(".")
         if parts[0] == "bbox_head" and parts[1] in renames:
             parts[1] = renames[parts[1]]
         state[".".join(parts)] = value
     assert "bbox_head.fcos_centerness.weight" in state and "bbox_head.conv_cls.bias" not in state
-    optimizer = torch.optim.SGD(detector.model.parameters(), lr=0.01, momentum=0.9).state_dict()
-    path = save_mmcv1(state, tmp_path / "fcos_mmdet2.pth",
-                      coco_classes(synth), mmdet_version="2.0.0", mmcv_version="0.5.1",
-                      optimizer=optimizer)
+    path = save_mmcv1_checkpoint(upstream, state, tmp_path / "fcos_mmdet2.pth", synth,
+                                 mmdet_version="2.0.0", mmcv_version="0.5.1")
     _, got = cli_eval(tmp_path / "eval", path, synth)
-    assert_same_predictions(got, expected)
+    assert_same_predictions(got, upstream.predictions)
 
 
 def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path):
@@ -109,15 +84,11 @@ def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path
     from pycocotools.coco import COCO
 
     from detcore.evaluate import coco_metrics
-    from detcore_mmdet.upstream import (as_core_maps_back, coco_classes, evaluate, mmdet_meta,
-                                        save_published)
+    from detcore_mmdet.upstream import as_core_maps_back
 
-    _, detector, _, model_cfg, config = upstream
+    config = upstream.config
     result, ours = runner_eval
-    published = save_published(detector.model.state_dict(), tmp_path / "published.pth",
-                               mmdet_meta(coco_classes(synth)))
-    theirs = evaluate(model_cfg, published, synth, config["data"]["input_size"],
-                      policy="letterbox", work_dir=tmp_path / "mmdet")
+    theirs = mmdet_evaluation(upstream, synth, tmp_path)
     assert abs(result["metrics"]["bbox_mAP"] - theirs["bbox_mAP"]) <= 0.002, (result, theirs)
     ann_file = Path(synth) / "annotations" / "instances_val2017.json"
     mapped = as_core_maps_back(json.loads(Path(theirs["results"]["bbox"]).read_text()), ann_file,
@@ -127,8 +98,8 @@ def test_eval_equals_mmdets_own_evaluator(upstream, runner_eval, synth, tmp_path
         k: v for k, v in result["metrics"].items() if k.startswith("bbox_")}
     # configured to map boxes back as mmdet does (its per-axis scale_factor): mmdet's own
     # detection file, clipped to the images, is detcore's
-    per_axis, ours = cli_predictions("fcos", tmp_path / "per_axis", upstream[0], synth, *SETS,
-                                     "--set", "data.letterbox.rescale=per_axis")
+    per_axis, ours = cli_predictions("fcos", tmp_path / "per_axis", upstream.checkpoint, synth,
+                                     *SETS, "--set", "data.letterbox.rescale=per_axis")
     clipped = as_core_maps_back(json.loads(Path(theirs["results"]["bbox"]).read_text()), ann_file,
                                 config["data"]["input_size"], rescale="per_axis")
     assert_same_predictions(ours, sorted(clipped, key=detection_order))
@@ -140,7 +111,7 @@ def test_runner_checkpoint_predicts_and_exports_with_its_own_classes(upstream, s
     folder of images and ``export`` need no ``--data`` class count from a COCO root."""
     from detcore.testing.cli import run_task
 
-    ckpt = upstream[0]
+    ckpt = upstream.checkpoint
     predicted = run_task("fcos", "predict", tmp_path / "predict", "--weights", ckpt,
                          "--data", Path(synth) / "val2017", *SETS)
     assert predicted["metrics"]["images"] > 0

@@ -325,6 +325,9 @@ def _detcore(*args, cwd=None) -> dict:
 def main(default_model: str, mmdet_model_config, argv=None) -> dict:
     """detcore ``--task eval`` next to mmdet's evaluation of the same weights on the same images.
 
+    The per-plugin ``upstream_eval.py`` scripts are this function. mmdet's evaluation is
+    mmengine's ``Runner.test()`` with mmdet's test pipeline and ``CocoMetric`` (:func:`evaluate`),
+    on CPU, under each resize policy (:data:`POLICIES`).
     ``mmdet_model_config(config, num_classes)`` is the plugin's (``(model_cfg, preprocessor)``).
     Without ``--data``, ``detcore data synth`` writes the synthetic set into the work folder;
     without ``--weights``, a short detcore training run (``--train-epochs``) makes the
