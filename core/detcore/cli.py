@@ -160,7 +160,10 @@ def patches(model, show_diff, as_json):
 @click.option("--device", default="cpu", type=click.Choice([d for d in CHOICES["device"] if d != "auto"]),
               help="cuda runs the coco configs with AMP, next to the reference figures.")
 @click.option("--out", default="work_dirs/bench", show_default=True, type=click.Path())
-def bench(models, quick, device, out):
+@click.option("--weights", multiple=True, metavar="MODEL=FILE",
+              help="Trained weights for MODEL's deployment-formats accuracy rows (repeatable; "
+                   "default: the train phase's few steps, whose mAP is near 0).")
+def bench(models, quick, device, out, weights):
     """Measure training, inference, COCO-eval and start-up figures in one run."""
     from pathlib import Path
 
@@ -171,9 +174,17 @@ def bench(models, quick, device, out):
     names = models.split(",") if models else _default_bench_models(registry)
     for name in names:
         registry.get_model(name)
+    trained = {}
+    for item in weights:
+        name, _, path = item.partition("=")
+        if name not in names or not path or not Path(path).is_file():
+            raise UserError(f"--weights {item}: expected MODEL=FILE with MODEL one of "
+                            f"{', '.join(names)} and FILE an existing checkpoint")
+        trained[name] = str(Path(path).resolve())
     command = " ".join(["detcore bench", *(["--models", models] if models else []),
-                        *(["--quick"] if quick else []), "--device", device, "--out", out])
-    report = run_bench(names, quick, device, Path(out), command)
+                        *(["--quick"] if quick else []), "--device", device, "--out", out,
+                        *[f"--weights {w}" for w in weights]])
+    report = run_bench(names, quick, device, Path(out), command, trained)
     click.echo((Path(out) / "bench.md").read_text())
     if any("error" in row for row in report["train"] + report["infer"]):
         sys.exit(1)

@@ -85,20 +85,28 @@ def train_phase(model_name: str, quick: bool, device_name: str) -> dict:
             "baseline": baseline, "steps": steps, **_memory(ctx.device)}
 
 
-def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
+def infer_phase(model_name: str, quick: bool, device_name: str, weights: str | None = None) -> dict:
     """PyTorch eager vs the exported ONNX on onnxruntime: per batch size, speed and parity;
-    then, as a deployment table, each format's COCO mAP on the validation images."""
+    then, as a deployment table, each format's COCO mAP on the validation images, with
+    ``weights`` (a trained checkpoint, loaded as ``--task eval`` loads it) where given."""
     import onnxruntime as ort
 
     from ..export import export_onnx
+    from ..tasks import trained_model
 
     # COCO evaluation's threshold (the coco configs' 0.001): every slot is filled, so the
     # parity figure compares real detections even for an untrained model
     ctx = context(model_name, device_name, ("eval.score_threshold=0.001",), quick=quick)
     data = ctx.dataset("val")
-    model = ctx.build_model(data.num_classes).eval()
-    if (ctx.work_dir / TRAINED).is_file():  # the train phase's weights: detections worth scoring
-        model.load_state_dict(torch.load(ctx.work_dir / TRAINED, weights_only=True))
+    if weights:
+        from pathlib import Path
+
+        ctx.weights = Path(weights)
+        model = trained_model(ctx, data.num_classes)[0].cpu().eval()
+    else:
+        model = ctx.build_model(data.num_classes).eval()
+        if (ctx.work_dir / TRAINED).is_file():  # the train phase's weights
+            model.load_state_dict(torch.load(ctx.work_dir / TRAINED, weights_only=True))
     h, w = ctx.config["data"]["input_size"]
     repeats = 3 if quick else 10
     rows = []
@@ -118,6 +126,7 @@ def infer_phase(model_name: str, quick: bool, device_name: str) -> dict:
         path.unlink()
     return {"model": model_name, "device": "cpu (onnxruntime CPUExecutionProvider)",
             "config": ctx.config_name, "input_size": [h, w], "rows": rows,
+            "weights": weights or "train phase",
             "formats": formats(ctx, model, data), **_memory(ctx.device)}
 
 
@@ -190,8 +199,10 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--weights", help="infer: a trained checkpoint for the formats rows")
     args = parser.parse_args()
-    result = PHASES[args.phase](args.model, args.quick, args.device)
+    extra = {"weights": args.weights} if args.phase == "infer" else {}
+    result = PHASES[args.phase](args.model, args.quick, args.device, **extra)
     print("BENCH " + json.dumps(result), flush=True)
 
 
