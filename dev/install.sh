@@ -17,8 +17,11 @@ $PIP -q --upgrade pip
 # torch first, pinned: the PyPI torchvision wheel does not load with the +cpu torch build.
 step "torch 2.14.1 and torchvision 0.29.1 (the largest download; pip lists each package)"
 $PIP "torch==2.14.1" "torchvision==0.29.1"
-step "detcore"
-$PIP -q -e ".[test,fast-eval]"
+# The test command gets the test tools; a named-plugin install (the first README command) only
+# what a run uses: the plots and TensorBoard logging.
+EXTRAS=$([ $# -eq 0 ] && echo "test,fast-eval" || echo "plots,tensorboard")
+step "detcore [$EXTRAS]"
+$PIP -q -e ".[$EXTRAS]"
 for plugin in $PLUGINS; do
   [ -f "plugins/$plugin/pyproject.toml" ] || { echo "install: no plugin plugins/$plugin (have: $(ls plugins | tr '\n' ' '))" >&2; exit 2; }
   case $plugin in fcos|solov2)
