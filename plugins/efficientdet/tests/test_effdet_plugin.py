@@ -210,10 +210,12 @@ def test_one_train_step_through_core(tmp_path, registry):
     assert os.path.isfile(result["artifacts"]["checkpoint"])
 
 
-def test_baseline_train_step_is_effdets_bench(registry, model):
-    """``detcore bench``'s upstream step: DetBenchTrain's loss, the same update as core's step."""
+def _baseline_vs_by_hand(registry, model, sets, clip=0.0):
+    """One step of the plugin's ``baseline_train_step`` under config ``tiny`` + ``sets``, and
+    the same SGD step written by hand (clipping at ``clip``): ``(step, its loss, the hand
+    loss, max parameter difference)``."""
     spec = registry.get_model("efficientdet-d0")
-    _, cfg = resolve_config(spec, "tiny", [])
+    _, cfg = resolve_config(spec, "tiny", sets)
     x, t = images(2), targets(2)
     ours, theirs = copy.deepcopy(model).train(), copy.deepcopy(model)
     opt_a = torch.optim.SGD(ours.parameters(), lr=0.01)
@@ -224,37 +226,29 @@ def test_baseline_train_step_is_effdets_bench(registry, model):
     loss_a = sum(ours(x, t).values())
     opt_a.zero_grad()
     loss_a.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), clip)
     opt_a.step()
     torch.manual_seed(3)
     loss_b = step(x, t)
-    assert float(loss_b) == pytest.approx(float(loss_a.detach()), abs=1e-6)
     diff = max(float((a - b).detach().abs().max()) for a, b in zip(ours.parameters(), theirs.parameters()))
-    assert diff < 1e-6
+    return step, float(loss_b), float(loss_a.detach()), diff
+
+
+def test_baseline_train_step_is_effdets_bench(registry, model):
+    """``detcore bench``'s upstream step: DetBenchTrain's loss, the same update as core's step."""
+    _, loss_b, loss_a, diff = _baseline_vs_by_hand(registry, model, [])
+    assert loss_b == pytest.approx(loss_a, abs=1e-6) and diff < 1e-6
 
 
 def test_baseline_train_step_clips_as_effdet_train_py(registry, model):
     """With ``train.clip_grad`` the upstream step clips as effdet's train.py does (timm's
     ``dispatch_clip_grad``): the same update as clipping by hand; ``train.ema`` keeps timm's EMA."""
-    spec = registry.get_model("efficientdet-d0")
-    _, cfg = resolve_config(spec, "tiny", ["train.clip_grad=0.01", "train.ema=0.5"])
-    x, t = images(2), targets(2)
-    ours, theirs = copy.deepcopy(model).train(), copy.deepcopy(model)
-    opt_a = torch.optim.SGD(ours.parameters(), lr=0.01)
-    opt_b = torch.optim.SGD(theirs.parameters(), lr=0.01)
-    step = registry.hooks_for(spec).baseline_train_step(spec=spec, config=cfg, model=theirs,
-                                                         optimizer=opt_b)
-    torch.manual_seed(3)
-    loss_a = sum(ours(x, t).values())
-    opt_a.zero_grad()
-    loss_a.backward()
-    torch.nn.utils.clip_grad_norm_(ours.parameters(), 0.01)
-    opt_a.step()
-    torch.manual_seed(3)
-    step(x, t)
-    diff = max(float((a - b).detach().abs().max()) for a, b in zip(ours.parameters(), theirs.parameters()))
-    assert diff < 1e-6
     from timm.utils import ModelEmaV2
 
+    step, _, _, diff = _baseline_vs_by_hand(registry, model, ["train.clip_grad=0.01",
+                                                              "train.ema=0.5"], clip=0.01)
+    assert diff < 1e-6
     assert isinstance(step.ema, ModelEmaV2) and step.ema.decay == 0.5
 
 
