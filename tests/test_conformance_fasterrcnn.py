@@ -3,6 +3,7 @@ section 4 wraps RetinaNet, it fails, each mistake named; with the guide's two-li
 The plugin is tests/plugins/fasterrcnn.py."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -33,6 +34,20 @@ class TestFasterRCNNConformance(ConformanceSuite):
     # box came back within 6 px for three seeds; 8 px leaves a margin and still rejects any
     # scale or shift of the canvas.
     learn_tolerance = 8.0
+
+
+def test_the_guides_fix_is_the_code_the_passing_wrapper_runs():
+    """Each line of docs/writing-a-plugin.md's two-stage fix (its code, past ``=`` for the
+    build) is in tests/plugins/fasterrcnn_model.py, whitespace aside."""
+    guide = (REPO / "docs" / "writing-a-plugin.md").read_text()
+    block = guide.split("The fix, for torchvision's", 1)[1].split("```python", 1)[1]
+    lines = [line.split("#")[0] for line in block.split("```", 1)[0].strip().splitlines()]
+    statements = re.sub(r"\s", "", "\n".join(lines)).replace("net=", "", 1)
+    code = re.sub(r"\s", "", (REPO / "tests" / "plugins" / "fasterrcnn_model.py").read_text())
+    parts = [p for p in re.split(r"(?=targets=|return)", statements) if p]
+    assert len(parts) == 3, parts
+    for part in parts:
+        assert part in code, part
 
 
 def outcomes(junit_xml) -> dict[str, tuple[str, str]]:

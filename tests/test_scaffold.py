@@ -29,9 +29,10 @@ def test_new_plugin_passes_structural_checks(run_cli, tmp_path, cache_dir):
     assert "models: my-det\n" in listed.stdout and "[ok]" in listed.stdout, listed.stdout
     suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             str(root / "tests"), "-k",
-                            "registered or api_version or pins or default_config or builds"],
+                            "registered or api_version or pins or default_config or builds or "
+                            "import_light or config_keys or bad_model_key"],
                            capture_output=True, text=True, env=env, cwd=root)
-    assert suite.returncode == 0 and "5 passed" in suite.stdout, suite.stdout[-2000:]
+    assert suite.returncode == 0 and "8 passed" in suite.stdout, suite.stdout[-2000:]
 
 
 def test_new_plugin_rejects_bad_names_and_existing_dirs(run_cli, tmp_path):
@@ -65,7 +66,8 @@ def test_new_plugin_installed_does_what_its_readme_says(run_cli, tmp_path, cache
     block = block[:next((i for i, line in enumerate(block) if not line.startswith("  ")),
                         len(block))]
     assert "  models: my-det" in block, listed.stdout
-    assert "python -m pytest tests      # detcore's conformance suite" in readme
+    assert ("python -m pytest tests      # detcore's conformance suite, and a bad --set model.* "
+            "refused") in readme
     suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             "-W", "error::pytest.PytestDeprecationWarning", "tests"],
                            capture_output=True, text=True, env=env, cwd=root, timeout=900)

@@ -42,6 +42,9 @@ class ConformanceSuite:
     #: ``--set`` items added for the learning check only, e.g. turning off stochastic depth
     #: (a block dropped at random each step keeps a few dozen steps from memorising anything).
     learn_overrides: tuple[str, ...] = ()
+    #: Keys of the named configs left out of ``ModelSpec.config_keys`` on purpose (say why in a
+    #: comment); every other key must be core's or declared, so a run checks its value.
+    undeclared_keys: tuple[str, ...] = ()
 
     # -- fixtures ---------------------------------------------------------------
     # Class-scoped fixtures are classmethods: they run once per class, so they must not
@@ -140,6 +143,32 @@ class ConformanceSuite:
 
     def test_has_default_config(self, spec):
         assert spec.default_config in spec.configs
+
+    def test_entry_point_is_import_light(self, registry, spec):
+        """``detcore plugins`` and ``detcore --help`` import every entry point: torch and the
+        pinned upstream are imported inside the hooks, not at module level."""
+        from .imports import modules_loaded_by, upstream_modules
+
+        module = registry.pm.get_plugin(spec.plugin).__name__
+        heavy = modules_loaded_by(f"import {module}", {"torch", *upstream_modules(spec.upstream)})
+        assert not heavy, (f"importing {module} imports {', '.join(heavy)}; import them inside "
+                           f"the hook bodies")
+
+    def test_declares_its_config_keys(self, spec):
+        """Every key of every named config is core's or declared in ``ModelSpec.config_keys``
+        (so a run checks its type and range), and every declared key is in every named config
+        (so ``--set`` reaches it)."""
+        from ..config import resolve_config
+        from ..config_schema import keys_for
+
+        keys = keys_for(spec)
+        for name in spec.configs:
+            found = set(_leaves(resolve_config(spec, name, [])[1], keys))
+            undeclared = sorted(found - set(keys) - set(self.undeclared_keys))
+            assert not undeclared, (f"config {name!r} has keys {', '.join(undeclared)} that "
+                                    f"ModelSpec.config_keys does not declare")
+            missing = sorted(set(spec.config_keys) - found)
+            assert not missing, f"config {name!r} lacks declared keys {', '.join(missing)}"
 
     def test_builds_on_cpu(self, spec, config):
         model = self.build(spec, config)
@@ -370,3 +399,14 @@ class ConformanceSuite:
         diffs = {k: v for k, v in result["metrics"].items() if k.startswith("parity_max_abs_diff")}
         assert set(diffs) == {f"parity_max_abs_diff_{n}" for n in ("dets", "masks")
                               if n in self.build(spec, config).export_output_names}, diffs
+
+
+def _leaves(config: dict, keys: dict, prefix: str = ""):
+    """The dotted keys of ``config``'s values: nested dicts are walked, unless a key of ``keys``
+    names the dict itself."""
+    for name, value in config.items():
+        dotted = prefix + str(name)
+        if isinstance(value, dict) and dotted not in keys:
+            yield from _leaves(value, keys, dotted + ".")
+        else:
+            yield dotted

@@ -42,7 +42,6 @@ def model_section(name: str) -> dict:
         "drop_path_rate": None,
         "max_targets": 100,
         "max_detection_points": 5000,
-        "nms_iou": 0.5,                # effdet's NMS IoU threshold
         "label_smoothing": 0.0,
         "bn_momentum": None,
         "coco_90_classes": False,

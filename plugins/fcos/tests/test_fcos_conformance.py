@@ -9,4 +9,3 @@ class TestFcosConformance(ConformanceSuite):
     overrides = SMALL
     train_steps = 12
     synthetic = {"num_train": 16, "num_val": 4, "min_size": 96, "max_size": 160}
-    export_tolerance = 1e-3

@@ -1,9 +1,6 @@
 """detcore_mmdet's adapter on a tiny FCOS from mmdet's shipped config (no detcore plugin needed)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -38,11 +35,12 @@ def batch(n: int = 2, seed: int = 0):
 
 
 def test_package_import_is_light_and_pins_the_upstream():
-    code = ("import sys, detcore_mmdet as m; "
-            "print(m.UPSTREAM, sorted(x for x in ('torch', 'mmdet', 'mmcv', 'mmengine') "
-            "if x in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "('mmdet==3.3.0', 'mmcv==2.1.0', 'mmengine==0.10.7') []"
+    import detcore_mmdet
+
+    from detcore.testing.imports import modules_loaded_by
+
+    assert detcore_mmdet.UPSTREAM == ("mmdet==3.3.0", "mmcv==2.1.0", "mmengine==0.10.7")
+    assert modules_loaded_by("import detcore_mmdet", ("torch", "mmdet", "mmcv", "mmengine")) == []
 
 
 def test_not_a_detcore_plugin():

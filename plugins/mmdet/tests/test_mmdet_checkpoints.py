@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import io
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import torch
 
 from detcore.checkpoint import load_checkpoint, load_model_weights
 from detcore.errors import UserError
+from detcore.testing.imports import modules_loaded_by
 from detcore_mmdet import CHECKPOINT_GLOBALS
 
 from test_mmdet_adapter import tiny_fcos
@@ -75,10 +75,8 @@ def test_globals_resolve_and_the_package_stays_light():
     from detcore.checkpoint import _resolve
 
     assert all(_resolve(name) is not None for name in CHECKPOINT_GLOBALS)
-    code = ("import sys, detcore_mmdet as m; m.CHECKPOINT_GLOBALS; "
-            "print(sorted(x for x in ('torch', 'numpy', 'mmengine') if x in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert modules_loaded_by("import detcore_mmdet as m; m.CHECKPOINT_GLOBALS",
+                             ("torch", "numpy", "mmengine")) == []
 
 
 def test_plugins_declare_the_globals():
