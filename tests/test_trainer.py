@@ -14,7 +14,7 @@ import torch
 from detcore.checkpoint import load_checkpoint, save_checkpoint
 from detcore.errors import UserError
 from detcore.runner import RunOptions, run
-from detcore.train.trainer import TrainingStopped, Trainer
+from detcore.train.trainer import Trainer, TrainingStopped, to_device
 
 from .conftest import REPO
 
@@ -85,6 +85,44 @@ def test_nan_with_dynamic_scale_skips_the_step(registry, tiny_data, tmp_path):
     result = train(registry, tiny_data, tmp_path, "train.max_steps=5", "train.eval_after=false",
                    "model.nan_at_step=3", amp="fp16", loss_scale="dynamic")
     assert result["metrics"]["steps"] == 5 and result["metrics"]["skipped_steps"] == 1
+
+
+def test_precise_bn_recomputes_the_statistics_of_the_final_weights(registry, tiny_data, tmp_path):
+    """train.precise_bn: the saved BatchNorm statistics are those of the final weights over the
+    first training images (torch's update_bn), not training's lagging running averages."""
+    from torch.optim.swa_utils import update_bn
+
+    from detcore.config import resolve_config
+    from detcore.data.coco import CocoDetection, collate
+
+    sets = ("train.max_steps=3", "train.eval_after=false", "train.precise_bn_batch=4")
+    train(registry, tiny_data, tmp_path / "plain", *sets)
+    plain = weights(tmp_path / "plain")
+    train(registry, tiny_data, tmp_path / "pbn", *sets, "train.precise_bn=8")
+    saved = weights(tmp_path / "pbn")
+    spec = registry.get_model("tiny-fcos")
+    _, cfg = resolve_config(spec, spec.default_config, [])
+    model = registry.hooks_for(spec).build_model(spec=spec, config=cfg, num_classes=3)
+    model.load_state_dict(saved)
+    data = CocoDetection(tiny_data, "train", cfg["data"]["input_size"])
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(8)), batch_size=4,
+                                         collate_fn=collate)
+
+    class Forward(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            with torch.no_grad():
+                self.model(*to_device(batch, torch.device("cpu")))
+
+    update_bn(([b] for b in loader), Forward())
+    stats = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key in stats:
+        assert torch.allclose(model.state_dict()[key], saved[key], atol=1e-5), key
+        assert not torch.allclose(plain[key], saved[key], atol=1e-5), key  # recomputed, not kept
 
 
 def test_a_skipped_first_amp_step_raises_no_scheduler_warning(registry, tiny_data, tmp_path):

@@ -208,6 +208,12 @@ CORE_KEYS: dict[str, Key] = {
                                   default=10),
     "train.clip_grad": number("clip the gradients' global norm to this (0: off)", ge=0,
                               default=0.0),
+    "train.precise_bn": integer("after training, recompute the BatchNorm statistics of the "
+                                "evaluated weights over this many training images (PreciseBN; "
+                                "0: keep training's running averages)", unit="images", ge=0,
+                                default=0),
+    "train.precise_bn_batch": integer("batch size of train.precise_bn's passes", unit="images",
+                                      ge=1, default=32),
     "train.ema": number("decay of an exponential moving average of the weights, used by eval "
                         "(0: off)", ge=0, lt=1, default=0.0),
     "train.amp": choice("mixed precision (as --amp)", CHOICES["amp"], default="off"),

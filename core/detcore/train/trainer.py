@@ -175,6 +175,8 @@ class Trainer:
         finally:
             bar.close()
             restore_sigint()
+        if int(self.cfg["train"]["precise_bn"]) and not self.stop_requested:
+            self.recompute_bn()
         self.save()
         if self.stop_requested:
             raise Interrupted(f"interrupted at step {self.global_step}; checkpoint saved to "
@@ -248,6 +250,52 @@ class Trainer:
         every = max(1, int(self.cfg["train"]["checkpoint_every"]))
         if self.epoch % every == 0 and self.epoch < self.epochs:
             self.save()  # the final checkpoint is written by fit()
+
+    def recompute_bn(self) -> None:
+        """``train.precise_bn``: recompute the BatchNorm statistics of the weights evaluation
+        uses, as a cumulative average over that many training images (not augmented) with the
+        weights fixed
+        (torch's ``swa_utils.update_bn``; Detectron2 calls it PreciseBN). The running averages
+        training leaves lag weights that were still moving and come from small batches:
+        EfficientDet-D0's ``smoke`` run scored bbox mAP@0.5 0.12 with them and 0.77 with
+        statistics recomputed at batch 32, the same weights. Under DDP each rank averages its
+        share of the images, then the ranks' statistics are averaged."""
+        from torch.optim.swa_utils import update_bn
+        from torch.utils.data import DataLoader, Subset
+
+        from ..data.coco import collate
+
+        tcfg = self.cfg["train"]
+        images = self.ctx.dataset("train")  # the training images without augmentation
+        count = min(int(tcfg["precise_bn"]), len(images))
+        model = self.eval_model()
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        t0 = time.perf_counter()
+        shard = Subset(images, range(self.rank, count, self.world_size))
+        loader = DataLoader(shard, batch_size=int(tcfg["precise_bn_batch"]), collate_fn=collate)
+        device, amp = self.device, self.amp
+
+        class Forward(torch.nn.Module):  # update_bn calls model(batch[0]): images and targets
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, batch):
+                images, targets = to_device(batch, device)
+                with torch.no_grad(), autocast(device, amp):
+                    self.model(images, targets)
+
+        update_bn(([batch] for batch in loader if batch is not None), Forward())
+        if self.world_size > 1:
+            for norm in norms:
+                for stat in (norm.running_mean, norm.running_var):
+                    torch.distributed.all_reduce(stat)
+                    stat.div_(self.world_size)
+        if self.is_main:
+            log.info("train.precise_bn: BatchNorm statistics of %d layers recomputed over %d "
+                     "training images in %.1f s", len(norms), count, time.perf_counter() - t0)
 
     def evaluate(self) -> dict:
         """COCO metrics of :meth:`eval_model` on the validation split (every rank takes part:

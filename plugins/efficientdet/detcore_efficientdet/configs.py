@@ -3,7 +3,8 @@
 Every key a user may want to ``--set`` exists here or in core's defaults:
 ``model.*`` is this plugin's section (read by :func:`detcore_efficientdet.model.build`).
 
-* ``smoke``: 256x256, batch 8, AdamW 2e-3, core's synthetic shapes; learns in minutes on a CPU.
+* ``smoke``: 256x256, batch 4, 512 steps, AdamW 2e-3, PreciseBN, core's synthetic shapes;
+  learns in minutes on a CPU.
 * ``tiny``: 128x128 and a 16-image synthetic set; for tests and quick checks of the plumbing.
 * ``coco``: the reference Ascend run (EfficientDet-D0 on COCO, 8 devices x batch 16,
   momentum SGD lr 0.16, weight decay 4e-5, 300 epochs, EMA 0.9998, sync-BN, fp16 AMP).
@@ -49,16 +50,22 @@ def model_section(name: str) -> dict:
 
 
 def smoke(name: str) -> dict:
+    # No stochastic depth and a faster BN momentum (effdet's 0.01 lags weights that move this
+    # fast), then BatchNorm statistics recomputed for the final weights (train.precise_bn): on
+    # this few steps the running averages training leaves are what decides the figure (measured
+    # on one checkpoint: bbox mAP@0.5 0.12 with them, 0.77 recomputed at batch 32).
+    model = {**model_section(name), "drop_path_rate": 0.0, "bn_momentum": 0.1}
     return {
-        "model": model_section(name),
-        "data": {"input_size": [256, 256], "batch_size": 8, "workers": 2, "hflip": 0.5,
+        "model": model,
+        "data": {"input_size": [256, 256], "batch_size": 4, "workers": 2, "hflip": 0.5,
                  "max_images": 0},
-        # 256 images / batch 8 = 32 steps an epoch; 13 epochs = 416 steps, about 8 min on 2 CPU cores
-        "train": {"epochs": 13, "log_interval": 10, "clip_grad": 0.0, "ema": 0.0, "amp": "off"},
+        # 256 images / batch 4 = 64 steps an epoch; 8 epochs = 512 steps, about 8 min on 2 CPU
+        # cores (the README's first command: ≤ 10 min with data generation and evaluation)
+        "train": {"epochs": 8, "log_interval": 10, "clip_grad": 0.0, "ema": 0.0, "amp": "off",
+                  "precise_bn": 256, "precise_bn_batch": 32},
         # From scratch on a few hundred steps, AdamW wants its full rate early and long:
         # measured here, a 50-step warm-up + cosine ended at loss 0.75 where the constant
-        # rate reached 0.36 in as many steps; one 10x drop near the end settles the weights
-        # and the BN running statistics the eval uses.
+        # rate reached 0.36 in as many steps; one 10x drop near the end settles the weights.
         "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-2},
         "scheduler": {"name": "step", "warmup_steps": 10, "warmup_ratio": 0.1,
                       "milestones": [0.85], "gamma": 0.1},
