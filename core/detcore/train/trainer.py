@@ -268,9 +268,10 @@ class Trainer:
         tcfg = self.cfg["train"]
         images = self.ctx.dataset("train")  # the training images without augmentation
         count = min(int(tcfg["precise_bn"]), len(images))
+        count -= count % self.world_size  # as many batches on every rank (SyncBatchNorm syncs each)
         model = self.eval_model()
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if not norms:
+        if not norms or not count:  # (update_bn over no image would leave reset statistics)
             return
         t0 = time.perf_counter()
         shard = Subset(images, range(self.rank, count, self.world_size))
