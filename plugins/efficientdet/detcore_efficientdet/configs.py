@@ -78,7 +78,12 @@ def tiny(name: str) -> dict:
     cfg["data"].update({"input_size": [128, 128], "batch_size": 4, "workers": 0})
     # merged by core over its data.synthetic defaults
     cfg["data"]["synthetic"] = {"num_train": 16, "num_val": 8, "min_size": 96, "max_size": 160}
-    cfg["train"].update({"epochs": 1, "log_interval": 1, "warmup_fps_steps": 1, "perf_steps": 2})
+    # no PreciseBN: on a model trained a few steps, statistics recomputed over 16 images leave
+    # near-constant channels with near-zero variances that magnify float differences (its
+    # onnxruntime export check measured 0.0245 px against a 1e-3 tolerance; the smoke-trained
+    # model exports at 3e-5)
+    cfg["train"].update({"epochs": 1, "log_interval": 1, "warmup_fps_steps": 1, "perf_steps": 2,
+                         "precise_bn": 0})
     cfg["scheduler"]["warmup_steps"] = 2
     cfg["eval"]["batch_size"] = 4
     return cfg
