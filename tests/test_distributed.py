@@ -37,9 +37,13 @@ def read(path):
 def two_workers(tmp_path_factory, cache_dir):
     work = tmp_path_factory.mktemp("ddp")
     proc = subprocess.run(detcore("run", "--model", "tiny-fcos", "--task", "train", "--nproc", 2,
-                                  "--master-port", free_port(), "--work-dir", work, "--no-progress"),
-                          capture_output=True, text=True, timeout=600, env=cli_env(cache_dir), cwd=work)
+                                  "--master-port", free_port(), "--work-dir", work, "--no-progress",
+                                  "--set", "train.precise_bn=8"),
+                          capture_output=True, text=True, timeout=600,
+                          env={**cli_env(cache_dir), "DETCORE_LOG": "INFO"}, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # PreciseBN with 2 ranks: 4 images each, then the ranks' statistics averaged (all_reduce)
+    assert "recomputed over 8 training images" in proc.stderr + proc.stdout
     return work
 
 
