@@ -316,14 +316,18 @@ def upstream_eval(tmp_path: Path, *sets: str) -> dict:
 def test_eval_equals_effdets_own_evaluator_without_letterbox(tmp_path):
     """Images already at the input size (no resize, no letterbox padding): detcore ``--task eval``
     with effdet's 0.001 cut and effdet's validate.py pipeline (``DetBenchPredict``,
-    ``create_loader``, ``CocoEvaluator``) give the same detections, one for one, and the same mAP,
+    ``create_loader``, ``CocoEvaluator``) give the same detections, one for one but for near-ties
+    (≥ 99.5%), and the same mAP,
     whatever effdet's fill colour."""
     report = upstream_eval(tmp_path, "data.synthetic.num_val=12", "data.synthetic.min_size=128",
                            "data.synthetic.max_size=128")
     rows, cmp = report["rows"], report["comparison"]
     assert cmp["resize_size_differs"] == 0
     same = cmp["same_resize"]
-    assert same["images"] == 12 and same["ours"] == same["theirs"] == same["matched"] == 1200
+    assert same["images"] == 12 and same["ours"] == same["theirs"] == 1200
+    # 1200 with the old smoke model section, 1197 with the current one (no stochastic depth,
+    # BN momentum 0.1): near-ties swapped by the normalisation order, as in the letterboxed test
+    assert same["matched"] >= 1194
     # effdet normalises (x - 255 mean) / (255 std), detcore's model (x / 255 - mean) / std
     assert cmp["max_box_diff_px"] <= 0.05 and cmp["max_score_diff"] <= 1e-4
     for key in ("effdet_black", "effdet_default"):
