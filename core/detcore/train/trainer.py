@@ -22,7 +22,7 @@ from .. import distributed as dist
 from ..checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from ..errors import UserError
 from .amp import NonFiniteLoss, autocast, make_scaler
-from .loader import train_loader
+from .loader import eval_loader, train_loader
 from .optim import build_scheduler, default_optimizer
 from .runlog import RunLog
 
@@ -254,16 +254,13 @@ class Trainer:
     def recompute_bn(self) -> None:
         """``train.precise_bn``: recompute the BatchNorm statistics of the weights evaluation
         uses, as a cumulative average over that many training images (not augmented) with the
-        weights fixed
-        (torch's ``swa_utils.update_bn``; Detectron2 calls it PreciseBN). The running averages
+        weights fixed (torch's ``swa_utils.update_bn``; Detectron2 calls it PreciseBN). The running averages
         training leaves lag weights that were still moving and come from small batches:
         EfficientDet-D0's ``smoke`` run scored bbox mAP@0.5 0.12 with them and 0.77 with
         statistics recomputed at batch 32, the same weights. Under DDP each rank averages its
         share of the images, then the ranks' statistics are averaged."""
         from torch.optim.swa_utils import update_bn
-        from torch.utils.data import DataLoader, Subset
-
-        from ..data.coco import collate
+        from torch.utils.data import Subset
 
         tcfg = self.cfg["train"]
         images = self.ctx.dataset("train")  # the training images without augmentation
@@ -274,8 +271,8 @@ class Trainer:
         if not norms or not count:  # (update_bn over no image would leave reset statistics)
             return
         t0 = time.perf_counter()
-        shard = Subset(images, range(self.rank, count, self.world_size))
-        loader = DataLoader(shard, batch_size=int(tcfg["precise_bn_batch"]), collate_fn=collate)
+        loader = eval_loader(Subset(images, range(count)), int(tcfg["precise_bn_batch"]), 0,
+                             self.rank, self.world_size)  # this rank's share
         device, amp = self.device, self.amp
 
         class Forward(torch.nn.Module):  # update_bn calls model(batch[0]): images and targets
