@@ -46,12 +46,42 @@ def npu_patches(spec):
 @hookimpl
 def baseline_train_step(spec, config, model, optimizer):
     """torchvision's own training step, as its detection reference scripts run it: the
-    ``RetinaNet`` module called with a list of images and target dicts returns its losses."""
+    ``RetinaNet`` module called with a list of images and target dicts returns its losses;
+    with ``train.amp`` under ``torch.autocast`` and (fp16) ``torch.amp.GradScaler``, as
+    ``references/detection/engine.py`` does. ``train.clip_grad`` and ``train.ema``, which the
+    reference script lacks, are applied as core's trainer applies them, so both sides do the
+    same work."""
+    import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    tcfg = config["train"]
+    device = next(model.parameters()).device
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(str(tcfg["amp"]))
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+    clip = float(tcfg["clip_grad"])
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(tcfg["ema"])))
+           if float(tcfg["ema"]) > 0 else None)
+
     def step(images, targets):
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        loss = sum(model.net(list(images), targets).values())
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = sum(model.net(list(images), targets).values())
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        return loss.detach()
 
+    step.ema = ema
     return step
