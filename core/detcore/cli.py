@@ -180,7 +180,7 @@ def bench(models, quick, device, out, weights):
         if name not in names or not path or not Path(path).is_file():
             raise UserError(f"--weights {item}: expected MODEL=FILE with MODEL one of "
                             f"{', '.join(names)} and FILE an existing checkpoint")
-        trained[name] = str(Path(path).resolve())
+        trained[name] = path  # as given: the phases run in this directory, the table shows it
     command = " ".join(["detcore bench", *(["--models", models] if models else []),
                         *(["--quick"] if quick else []), "--device", device, "--out", out,
                         *[f"--weights {w}" for w in weights]])
